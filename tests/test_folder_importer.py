@@ -1,0 +1,158 @@
+"""Importing a user's folder: mixed formats and rates, bad files skipped and reported, splits, CF vectors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from tagretrieval.audio import MelFrontend
+from tagretrieval.data.folder import FolderImporter
+from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.data.report import TooManySkippedError
+from tagretrieval.data.splits import artist_disjoint_split
+
+FORMATS = [("wav", 22050, 1), ("flac", 44100, 2), ("ogg", 16000, 1), ("mp3", 48000, 2)]
+
+
+def write_tone(path, *, sample_rate, channels, seconds=1.5, freq_hz=440.0):
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    y = 0.4 * np.sin(2 * np.pi * freq_hz * t)
+    sf.write(path, np.stack([y] * channels, axis=1) if channels > 1 else y, sample_rate)
+
+
+@pytest.fixture
+def frontend():
+    return MelFrontend()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """24 good tracks in 4 formats by 8 artists, plus a corrupt, an empty and a silent file."""
+    root = tmp_path / "mydata"
+    (root / "audio" / "sub").mkdir(parents=True)
+    rows = []
+    for i in range(24):
+        ext, rate, channels = FORMATS[i % 4]
+        if ext not in {f.lower() for f in sf.available_formats()} and ext != "ogg":
+            ext, rate, channels = "wav", rate, channels
+        folder = root / "audio" / ("sub" if i % 2 else "")
+        write_tone(folder / f"t{i:02d}.{ext}", sample_rate=rate, channels=channels, freq_hz=200 + 30 * i)
+        tags = ["rock" if i % 2 else "jazz", "happy" if i % 3 else "sad"]
+        rows.append({"track_id": f"t{i:02d}", "tags": ";".join(tags), "artist": f"a{i % 8}"})
+    (root / "audio" / "bad.wav").write_bytes(b"RIFF not really a wav file at all")
+    (root / "audio" / "empty.flac").write_bytes(b"")
+    sf.write(root / "audio" / "quiet.wav", np.zeros(22050), 22050)
+    rows += [{"track_id": t, "tags": "rock", "artist": "a0"} for t in ("bad", "empty", "quiet", "ghost")]
+    rows.append({"track_id": "t01", "tags": "jazz", "artist": "a1"})  # duplicate id
+    pd.DataFrame(rows).to_csv(root / "tags.csv", index=False)
+    pd.DataFrame({"tag": ["rock", "jazz", "happy", "sad"], "category": ["genre", "genre", "mood", "mood"]}).to_csv(
+        root / "tag_categories.csv", index=False)
+    return root
+
+
+def importer(root, **kwargs):
+    settings = dict(root=str(root), prepared_dir=str(root / "prepared"), max_skipped_fraction=0.5)
+    settings.update(kwargs)
+    return FolderImporter(**settings)
+
+
+def test_mixed_formats_import_and_bad_files_are_reported(folder, frontend):
+    dataset = importer(folder).prepare(frontend=frontend, progress=False)
+    assert len(dataset.tracks) == 24
+    assert dataset.tags == ["happy", "jazz", "rock", "sad"]
+    assert dataset.categories == ["mood", "genre", "genre", "mood"]
+    assert set(dataset.tracks["split"]) == {"train", "valid", "test"}
+    # artist-disjoint
+    by_artist = dataset.tracks.groupby("artist")["split"].nunique()
+    assert (by_artist == 1).all()
+    report = json.loads((folder / "prepared" / "prepare_report.json").read_text())
+    skipped = {reason: set(items) for reason, items in report["skipped"].items()}
+    assert skipped["missing audio"] == {"ghost"}
+    assert skipped["duplicate track id"] == {"t01"}
+    assert skipped["silent"] == {"quiet"}
+    assert {"bad", "empty"} <= skipped["decode error"]
+    assert report["n_kept"] == 24
+    # every kept track has a finite mel at 22,050 Hz whatever its original rate and channel count
+    reloaded = PreparedDataset.load(folder / "prepared")
+    assert reloaded.tracks.equals(dataset.tracks)
+    mels = [np.load(p) for p in sorted((folder / "prepared" / "mels").rglob("*.npy"))]
+    assert len(mels) == 24
+    assert all(m.shape[0] == 128 and np.isfinite(m).all() for m in mels)
+    assert all(abs(m.shape[1] - (1 + int(1.5 * 22050) // 512)) <= 1 for m in mels)
+
+
+def test_second_prepare_reuses_the_import(folder, frontend):
+    first = importer(folder).prepare(frontend=frontend, progress=False)
+    stamp = (folder / "prepared" / "manifest.json").stat().st_mtime_ns
+    second = importer(folder).prepare(frontend=frontend, progress=False)
+    assert (folder / "prepared" / "manifest.json").stat().st_mtime_ns == stamp
+    assert second.tracks.equals(first.tracks)
+    # a changed setting re-imports (reusing the mel cache)
+    third = importer(folder, split_seed=7).prepare(frontend=frontend, progress=False)
+    assert third.source["split_seed"] == 7
+
+
+def test_given_split_column_with_aliases_and_long_format(tmp_path, frontend):
+    root = tmp_path / "long"
+    (root / "audio").mkdir(parents=True)
+    pairs = []
+    for i, split in enumerate(["train", "val", "validation", "test", "Train", "TEST"]):
+        write_tone(root / "audio" / f"s{i}.wav", sample_rate=22050, channels=1)
+        pairs += [{"track_id": f"s{i}", "tag": "Piano ", "split": split}, {"track_id": f"s{i}", "tag": "calm", "split": split}]
+    pd.DataFrame(pairs).to_csv(root / "tags.csv", index=False)
+    dataset = importer(root).prepare(frontend=frontend, progress=False)
+    assert dataset.tracks["split"].tolist() == ["train", "valid", "valid", "test", "train", "test"]
+    assert dataset.tags == ["calm", "piano"] and dataset.labels.all()
+
+
+def test_bad_split_value_and_missing_root_are_clear(tmp_path, frontend):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        importer(tmp_path / "nowhere").prepare(frontend=frontend, progress=False)
+    root = tmp_path / "bad_split"
+    (root / "audio").mkdir(parents=True)
+    write_tone(root / "audio" / "x.wav", sample_rate=22050, channels=1)
+    pd.DataFrame([{"track_id": "x", "tags": "a", "split": "holdout"}]).to_csv(root / "tags.csv", index=False)
+    with pytest.raises(ValueError, match="holdout"):
+        importer(root).prepare(frontend=frontend, progress=False)
+
+
+def test_cf_vectors_nan_names_tracks_and_missing_vectors_are_skipped(folder, frontend):
+    ids = [f"t{i:02d}" for i in range(24)]
+    vectors = np.random.default_rng(0).standard_normal((24, 5)).astype(np.float32)
+    vectors[[4, 9]] = np.nan
+    np.savez(folder / "cf_vectors.npz", track_ids=np.array(ids), vectors=vectors)
+    with pytest.raises(ValueError, match="t04, t09"):
+        importer(folder).prepare(frontend=frontend, progress=False)
+    vectors[[4, 9]] = 1.0
+    np.savez(folder / "cf_vectors.npz", track_ids=np.array(ids[:-2]), vectors=vectors[:-2])
+    dataset = importer(folder).prepare(frontend=frontend, progress=False)
+    assert dataset.cf.shape == (22, 5)
+    row = dataset.track_ids.index("t05")
+    assert np.array_equal(dataset.cf[row], vectors[5])
+    report = json.loads((folder / "prepared" / "prepare_report.json").read_text())
+    # the broken files have no CF vector either: they are skipped before any decoding
+    assert set(report["skipped"]["missing CF vector"]) == {"t22", "t23", "bad", "empty", "quiet"}
+
+
+def test_too_many_skipped_fails_after_writing_the_report(folder, frontend):
+    with pytest.raises(TooManySkippedError, match="prepare_report.json"):
+        importer(folder, max_skipped_fraction=0.05).prepare(frontend=frontend, progress=False)
+    assert (folder / "prepared" / "prepare_report.json").exists()
+
+
+def test_artist_disjoint_split_meets_the_positive_threshold():
+    rng = np.random.default_rng(0)
+    artists = [f"a{i // 4}" for i in range(400)]
+    labels = (rng.random((400, 6)) < 0.2).astype(np.uint8)
+    outcome = artist_disjoint_split(artists, labels, seed=3, min_positives=5)
+    assert outcome.satisfied and outcome.min_positives >= 5
+    shares = pd.Series(outcome.splits).value_counts(normalize=True)
+    assert abs(shares["train"] - 0.7) < 0.03 and abs(shares["test"] - 0.15) < 0.03
+    splits_per_artist = pd.DataFrame({"a": artists, "s": outcome.splits}).groupby("a")["s"].nunique()
+    assert (splits_per_artist == 1).all()
+    again = artist_disjoint_split(artists, labels, seed=3, min_positives=5)
+    assert (again.splits == outcome.splits).all()
+    impossible = artist_disjoint_split(artists, labels, seed=3, min_positives=1000, max_draws=5)
+    assert not impossible.satisfied and impossible.n_draws == 5
