@@ -1,0 +1,164 @@
+"""Triplet sampling (config group ``sampler``), vectorised and seeded, correct under DDP.
+
+Two halves, as in the reference implementation:
+
+1. **Pairs** (data side, :meth:`PairSampler.pairs`): an (anchor tag, positive song) pair per row.
+   ``random`` draws a song, then one of its tags; ``balanced`` draws a tag uniformly, then one of its songs.
+   Each row also carries a uniform number in [0, 1) that places the training crop in the song.
+2. **Negatives** (model side, :meth:`PairSampler.choose_negatives`): for anchor ``i`` the negative is a song of the
+   same batch that does not carry tag ``i``; uniformly (``random``, ``balanced``) or with probability proportional
+   to ``(cos(anchor, song) + 1) / 2`` (``balanced_weighted``: harder negatives more often).
+
+The reference drew pairs and negatives in per-row Python loops; here each batch is a few numpy/torch array
+operations, which is what keeps a GPU fed (``scripts/benchmark.py``, section ``sampler``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Sampler
+
+NEGATIVE_MODES = ("uniform", "weighted")
+
+
+@dataclass(frozen=True)
+class PositiveIndex:
+    """Compressed positives of the training songs: both directions of a sparse multi-hot matrix.
+
+    ``song_tags[song_start[s]:song_start[s+1]]`` are the tags of song ``s``;
+    ``tag_songs[tag_start[t]:tag_start[t+1]]`` the songs (row numbers into ``songs``) of tag ``t``.
+    """
+
+    songs: np.ndarray        # int64 [n_songs]: dataset rows of the training songs
+    song_tags: np.ndarray
+    song_start: np.ndarray
+    tag_songs: np.ndarray
+    tag_start: np.ndarray
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, rows: np.ndarray) -> "PositiveIndex":
+        """``labels`` multi-hot ``[n_tracks, n_tags]``; ``rows`` the training rows to sample from."""
+        sub = np.asarray(labels[rows], dtype=bool)
+        song_of, tag_of = np.nonzero(sub)                  # row-major: grouped by song
+        song_start = np.concatenate([[0], np.cumsum(sub.sum(1))]).astype(np.int64)
+        order = np.argsort(tag_of, kind="stable")          # grouped by tag
+        tag_start = np.concatenate([[0], np.cumsum(sub.sum(0))]).astype(np.int64)
+        return cls(np.asarray(rows, dtype=np.int64), tag_of.astype(np.int64), song_start,
+                   song_of[order].astype(np.int64), tag_start)
+
+    @property
+    def n_tags(self) -> int:
+        return len(self.tag_start) - 1
+
+
+def choose_negatives(*, anchors: torch.Tensor, songs: torch.Tensor, candidates: torch.Tensor, mode: str,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick a negative song of the batch for each anchor.
+
+    Args:
+        anchors: tag embeddings ``[B, D]`` (only used by the weighted mode; no gradient flows).
+        songs: song embeddings ``[B, D]``.
+        candidates: bool ``[B, B]``; ``candidates[i, j]``: song j may be the negative of anchor i
+            (it does not carry tag i).
+        mode: ``"uniform"``, or ``"weighted"`` (probability proportional to ``(cos(anchor, song) + 1) / 2``).
+    Returns:
+        ``(index [B] long, valid [B] bool)``; a row without any candidate is invalid (its index is arbitrary).
+    """
+    if mode not in NEGATIVE_MODES:
+        raise ValueError(f"unknown negative mode {mode!r}; expected one of {NEGATIVE_MODES}")
+    weights = candidates.float()
+    if mode == "weighted":
+        with torch.no_grad():
+            cosine = F.normalize(anchors, dim=-1) @ F.normalize(songs, dim=-1).T
+            weights = weights * ((cosine + 1) / 2).clamp_min(1e-6)
+    valid = candidates.any(dim=1)
+    weights = torch.where(valid[:, None], weights, torch.ones_like(weights))
+    index = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    return index, valid
+
+
+class PairSampler:
+    """Base class; subclasses set :attr:`kind` (``"song"`` or ``"tag"`` first) and :attr:`negatives`."""
+
+    kind = "song"
+    negatives = "uniform"
+
+    def __init__(self, *, batch_size: int = 128, pairs_per_epoch: int = 10_000, seed: int = 0) -> None:
+        if batch_size < 2:
+            raise ValueError("sampler.batch_size must be >= 2 (negatives come from the same batch)")
+        self.batch_size = batch_size
+        self.pairs_per_epoch = pairs_per_epoch
+        self.seed = seed
+
+    def batches_per_epoch(self, world_size: int) -> int:
+        """Batches per rank and epoch: the epoch's pairs shared across ranks (full batches only)."""
+        return max(1, self.pairs_per_epoch // (self.batch_size * world_size))
+
+    def rng(self, *, epoch: int, rank: int, batch: int) -> np.random.Generator:
+        """Independent stream per (seed, epoch, rank, batch): ranks never draw the same pairs."""
+        return np.random.default_rng([self.seed, epoch, rank, batch])
+
+    def pairs(self, index: PositiveIndex, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` rows of (dataset row of the positive song, anchor tag, crop position in [0, 1)): float64 [n, 3]."""
+        u = rng.random((n, 3))
+        if self.kind == "song":
+            has_tags = np.flatnonzero(np.diff(index.song_start) > 0)
+            song = has_tags[(u[:, 0] * len(has_tags)).astype(np.int64)]
+            count = index.song_start[song + 1] - index.song_start[song]
+            tag = index.song_tags[index.song_start[song] + (u[:, 1] * count).astype(np.int64)]
+        else:
+            has_songs = np.flatnonzero(np.diff(index.tag_start) > 0)
+            tag = has_songs[(u[:, 0] * len(has_songs)).astype(np.int64)]
+            count = index.tag_start[tag + 1] - index.tag_start[tag]
+            song = index.tag_songs[index.tag_start[tag] + (u[:, 1] * count).astype(np.int64)]
+        return np.stack([index.songs[song], tag, u[:, 2]], axis=1)
+
+class RandomSampler(PairSampler):
+    """Reference ``random``: a song uniformly, then one of its tags; uniform in-batch negatives."""
+
+    kind = "song"
+    negatives = "uniform"
+
+
+class BalancedSampler(PairSampler):
+    """Reference ``balanced``: a tag uniformly, then one of its songs; uniform in-batch negatives."""
+
+    kind = "tag"
+    negatives = "uniform"
+
+
+class BalancedWeightedSampler(PairSampler):
+    """Reference ``balanced-weighted``: balanced pairs; negatives weighted by (cos + 1) / 2."""
+
+    kind = "tag"
+    negatives = "weighted"
+
+
+class EpochBatchSampler(Sampler):
+    """A DataLoader ``batch_sampler`` yielding lists of (row, tag, crop) tuples for one rank.
+
+    Lightning calls :meth:`set_epoch` at each epoch start, so a resumed run continues the same stream.
+    """
+
+    def __init__(self, sampler: PairSampler, index: PositiveIndex, *, rank: int = 0, world_size: int = 1) -> None:
+        self.sampler = sampler
+        self.index = index
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.sampler.batches_per_epoch(self.world_size)
+
+    def __iter__(self):
+        for batch in range(len(self)):
+            rng = self.sampler.rng(epoch=self.epoch, rank=self.rank, batch=batch)
+            rows = self.sampler.pairs(self.index, rng, self.sampler.batch_size)
+            yield [(int(r), int(t), float(c)) for r, t, c in rows]

@@ -1,0 +1,170 @@
+"""Where tag word vectors come from (config group ``tag_encoder``).
+
+Every encoder maps the dataset's tag names to vectors ``[n_tags, dim]`` that feed the tag branch:
+
+- :class:`Word2VecFile`: any gensim-readable file (GoogleNews ``.bin``/``.bin.gz``, word2vec text ``.txt``/``.vec``,
+  a gensim ``Word2Vec`` ``.model`` or ``KeyedVectors`` ``.kv``). It also embeds free-text queries (zero-shot).
+- :class:`Cooccurrence`: gensim Word2Vec trained on the training split's tag lists (each track's tags are one
+  "sentence"): tags that occur together get close vectors. Deterministic for a given seed.
+- :class:`Learned`: random vectors that are trained with the model (one free vector per tag).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+class MissingWordVectorsError(ValueError):
+    """Some tags have no word vector; the message lists them."""
+
+
+def _crc32_hash(text: str) -> int:
+    """Stable hash for gensim's per-word random init (Python's own ``hash`` changes per process)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def spellings(text: str) -> list[str]:
+    """The spellings of a (multi-word) tag to try in a vocabulary, most specific first.
+
+    ``"hip hop"`` -> ``["hip hop", "hip_hop", "hip-hop", "hiphop", "Hip_Hop", ...]``; the vocabulary decides
+    (GoogleNews joins phrases with ``_``, the MSD domain model has ``hip-hop`` and ``drum_n_bass``).
+    """
+    words = text.replace("_", " ").replace("-", " ").split()
+    joined = [text, "_".join(words), "-".join(words), "".join(words), " ".join(words)]
+    variants = joined + [v.title() for v in joined] + [v.lower() for v in joined]
+    return list(dict.fromkeys(v for v in variants if v))
+
+
+class Word2VecFile:
+    """Word vectors from a file; multi-word tags not in the vocabulary get the mean of their words' vectors."""
+
+    trainable = False
+
+    def __init__(self, *, path: str, dim: int = 300, binary: bool | None = None, limit: int | None = None,
+                 drop_missing: bool = False) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        self.binary = binary
+        self.limit = limit
+        self.drop_missing = drop_missing
+        self._vectors = None
+
+    @property
+    def keyed_vectors(self):
+        """The gensim ``KeyedVectors``, loaded once."""
+        if self._vectors is None:
+            vectors = self._load()
+            if vectors.vector_size != self.dim:
+                raise ValueError(f"{self.path} holds {vectors.vector_size}-d vectors, tag_encoder.dim is {self.dim}")
+            self._vectors = vectors
+        return self._vectors
+
+    def _load(self):
+        from gensim.models import KeyedVectors, Word2Vec
+
+        if not self.path.exists():
+            raise FileNotFoundError(f"word-vector file not found: {self.path}")
+        name = self.path.name.lower()
+        if name.endswith(".model"):
+            return Word2Vec.load(str(self.path)).wv
+        if name.endswith(".kv"):
+            return KeyedVectors.load(str(self.path))
+        binary = self.binary if self.binary is not None else name.endswith((".bin", ".bin.gz"))
+        return KeyedVectors.load_word2vec_format(str(self.path), binary=binary, limit=self.limit)
+
+    def lookup(self, text: str) -> np.ndarray | None:
+        """Vector ``[dim]`` of a tag or query: a known spelling, else the mean of its known words, else None."""
+        vectors = self.keyed_vectors
+        for spelling in spellings(text):
+            if spelling in vectors.key_to_index:
+                return np.asarray(vectors[spelling], dtype=np.float32)
+        words = [w for w in text.replace("_", " ").replace("-", " ").split()]
+        found = [next((vectors[s] for s in spellings(w) if s in vectors.key_to_index), None) for w in words]
+        found = [f for f in found if f is not None]
+        if len(words) > 1 and len(found) == len(words):
+            return np.mean(found, axis=0).astype(np.float32)
+        return None
+
+    def vectors(self, tags: Sequence[str], *, train_tag_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
+        """``([n_tags, dim] float32, missing tags)``; missing rows are zero and must be dropped or refused."""
+        out = np.zeros((len(tags), self.dim), dtype=np.float32)
+        missing = []
+        for j, tag in enumerate(tags):
+            vector = self.lookup(tag)
+            if vector is None:
+                missing.append(tag)
+            else:
+                out[j] = vector
+        return out, missing
+
+
+class Cooccurrence:
+    """gensim Word2Vec (skip-gram) trained on the training split's tag lists."""
+
+    trainable = False
+
+    def __init__(self, *, dim: int = 300, epochs: int = 50, negative: int = 5, seed: int = 0,
+                 drop_missing: bool = False) -> None:
+        self.dim = dim
+        self.epochs = epochs
+        self.negative = negative
+        self.seed = seed
+        self.drop_missing = drop_missing
+
+    def vectors(self, tags: Sequence[str], *, train_tag_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
+        from gensim.models import Word2Vec
+
+        sentences = [list(t) for t in train_tag_lists if len(t) > 0]
+        if not sentences:
+            raise ValueError("tag_encoder=cooccurrence needs tagged training tracks; the training split has none")
+        window = max(len(s) for s in sentences)
+        model = Word2Vec(
+            sentences=sentences, vector_size=self.dim, window=window, min_count=1, sg=1, negative=self.negative,
+            epochs=self.epochs, seed=self.seed, workers=1, hashfxn=_crc32_hash,
+        )
+        out = np.zeros((len(tags), self.dim), dtype=np.float32)
+        missing = []
+        for j, tag in enumerate(tags):
+            if tag in model.wv.key_to_index:
+                out[j] = model.wv[tag]
+            else:
+                missing.append(tag)
+        return out, missing
+
+
+class Learned:
+    """One free vector per tag, initialised N(0, 1) from ``seed`` and trained with the model."""
+
+    trainable = True
+
+    def __init__(self, *, dim: int = 300, seed: int = 0) -> None:
+        self.dim = dim
+        self.seed = seed
+        self.drop_missing = False
+
+    def vectors(self, tags: Sequence[str], *, train_tag_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
+        rng = np.random.default_rng(self.seed)
+        return rng.standard_normal((len(tags), self.dim)).astype(np.float32), []
+
+
+def resolve_missing(tags: Sequence[str], vectors: np.ndarray, missing: Sequence[str], *,
+                    drop_missing: bool) -> tuple[list[str], np.ndarray, list[str]]:
+    """Drop tags without a vector (``drop_missing``) or refuse them, listing every one.
+
+    Returns ``(kept tags, their vectors [n_kept, dim], dropped tags)``.
+    """
+    if missing and not drop_missing:
+        raise MissingWordVectorsError(
+            f"{len(missing)} tag(s) have no word vector: {', '.join(missing)}. "
+            "Set tag_encoder.drop_missing=true to drop them (as the reference pipeline did), or use another "
+            "tag_encoder (cooccurrence, learned)."
+        )
+    missing_set = set(missing)
+    keep = [j for j, t in enumerate(tags) if t not in missing_set]
+    if not keep:
+        raise MissingWordVectorsError("no tag has a word vector")
+    return [tags[j] for j in keep], vectors[keep], list(missing)

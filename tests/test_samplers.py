@@ -1,0 +1,99 @@
+"""Triplet sampling: the pairs follow each strategy's distribution, negatives never carry the anchor tag."""
+
+import numpy as np
+import pytest
+import torch
+
+from tagretrieval.samplers import (
+    BalancedSampler, BalancedWeightedSampler, EpochBatchSampler, PositiveIndex, RandomSampler, choose_negatives,
+)
+
+
+@pytest.fixture
+def labels():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((60, 7)) < 0.25).astype(np.uint8)
+    labels[:, 0] = 0
+    labels[:40, 0] = 1          # tag 0: very common (40 songs); tag 6: rare
+    labels[:, 6] = 0
+    labels[[3, 50], 6] = 1
+    labels[59] = 0              # an untagged song: never a positive
+    return labels
+
+
+def test_pairs_are_true_positives_from_the_training_rows(labels):
+    rows = np.arange(10, 60)
+    index = PositiveIndex.from_labels(labels, rows)
+    for sampler in (RandomSampler(batch_size=8), BalancedSampler(batch_size=8)):
+        pairs = sampler.pairs(index, np.random.default_rng(1), 2000)
+        song, tag, position = pairs[:, 0].astype(int), pairs[:, 1].astype(int), pairs[:, 2]
+        assert set(song) <= set(rows) and 59 not in set(song)
+        assert labels[song, tag].all()
+        assert ((position >= 0) & (position < 1)).all()
+
+
+def test_balanced_draws_tags_uniformly_random_draws_songs_uniformly(labels):
+    rows = np.arange(60)
+    index = PositiveIndex.from_labels(labels, rows)
+    n = 70_000
+    balanced = BalancedSampler(batch_size=8).pairs(index, np.random.default_rng(2), n)
+    tag_share = np.bincount(balanced[:, 1].astype(int), minlength=7) / n
+    present = labels.sum(0) > 0
+    assert np.allclose(tag_share[present], 1 / present.sum(), atol=0.01)  # rare tag 6 as often as tag 0
+    random = RandomSampler(batch_size=8).pairs(index, np.random.default_rng(3), n)
+    song_share = np.bincount(random[:, 0].astype(int), minlength=60) / n
+    tagged = labels.sum(1) > 0
+    assert np.allclose(song_share[tagged], 1 / tagged.sum(), atol=0.006)
+    # random sampling follows tag frequency: the common tag is drawn far more often than the rare one
+    counts = np.bincount(random[:, 1].astype(int), minlength=7)
+    assert counts[0] > 10 * counts[6]
+
+
+def test_epoch_streams_are_seeded_and_distinct_per_rank_and_epoch(labels):
+    index = PositiveIndex.from_labels(labels, np.arange(60))
+    sampler = BalancedSampler(batch_size=8, pairs_per_epoch=64, seed=5)
+
+    def epoch(rank, world_size, number):
+        batches = EpochBatchSampler(sampler, index, rank=rank, world_size=world_size)
+        batches.set_epoch(number)
+        return list(batches)
+
+    assert epoch(0, 1, 0) == epoch(0, 1, 0)
+    assert epoch(0, 1, 0) != epoch(0, 1, 1)
+    rank0, rank1 = epoch(0, 2, 0), epoch(1, 2, 0)
+    assert len(rank0) == len(rank1) == 4                 # 64 pairs shared by 2 ranks, batches of 8
+    assert rank0 != rank1
+    assert len(epoch(0, 1, 0)) == 8
+
+
+def test_negatives_never_carry_the_anchor_tag_and_invalid_rows_are_flagged():
+    torch.manual_seed(0)
+    candidates = torch.rand(64, 64) < 0.3
+    candidates[5] = False
+    anchors, songs = torch.randn(64, 16), torch.randn(64, 16)
+    for mode in ("uniform", "weighted"):
+        index, valid = choose_negatives(anchors=anchors, songs=songs, candidates=candidates, mode=mode)
+        assert not valid[5] and valid.sum() == (candidates.any(1)).sum()
+        assert candidates[torch.arange(64)[valid], index[valid]].all()
+    with pytest.raises(ValueError, match="negative mode"):
+        choose_negatives(anchors=anchors, songs=songs, candidates=candidates, mode="hard")
+
+
+def test_weighted_negatives_follow_cosine_weights():
+    # one anchor, three candidate songs with cos = 1, 0, -1 -> weights 1, 0.5, ~0
+    anchors = torch.tensor([[1.0, 0.0]])
+    songs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    candidates = torch.ones(1, 3, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([
+        choose_negatives(anchors=anchors, songs=songs, candidates=candidates, mode="weighted", generator=generator)[0]
+        for _ in range(6000)
+    ]).flatten()
+    share = torch.bincount(draws, minlength=3).float() / len(draws)
+    assert torch.allclose(share, torch.tensor([2 / 3, 1 / 3, 0.0]), atol=0.03)
+    assert BalancedWeightedSampler.negatives == "weighted" and BalancedSampler.negatives == "uniform"
+
+
+def test_batch_size_must_allow_in_batch_negatives():
+    with pytest.raises(ValueError, match="batch_size"):
+        RandomSampler(batch_size=1)
