@@ -1,0 +1,104 @@
+"""Metric-learning losses between tag embeddings (anchors) and song embeddings.
+
+Both compare embeddings by cosine similarity, as retrieval does. ``needs_negatives`` tells the
+training step whether it must sample a negative song per anchor (triplet) or whether the other
+songs of the batch serve as negatives (InfoNCE).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tagretrieval.models.spec import SpecMixin
+
+__all__ = ["TripletLoss", "InfoNCELoss"]
+
+
+def _check_pair(name: str, anchor: Tensor, other: Tensor) -> None:
+    if anchor.dim() != 2 or other.shape != anchor.shape:
+        raise ValueError(f"anchor and {name} must both be [batch, dim], got {list(anchor.shape)} and {list(other.shape)}")
+
+
+class TripletLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.TripletLoss"):
+    """Cosine triplet loss of the paper: ``mean_i relu(margin - cos(a_i, p_i) + cos(a_i, n_i))``.
+
+    Args:
+        margin: required gap between the positive and the negative cosine (paper: 0.4).
+    """
+
+    needs_negatives: ClassVar[bool] = True
+
+    def __init__(self, *, margin: float = 0.4) -> None:
+        super().__init__()
+        if not math.isfinite(margin):
+            raise ValueError(f"margin must be finite, got {margin}")
+        self.margin = margin
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Scalar loss, averaged over the valid rows.
+
+        Args:
+            anchor: tag embeddings ``Tensor[B, D]``.
+            positive: songs carrying the tag ``Tensor[B, D]``.
+            negative: songs not carrying it ``Tensor[B, D]``.
+            valid: ``Tensor[B]`` bool; False rows (e.g. no negative could be sampled) are ignored.
+        Raises:
+            ValueError: mis-shaped inputs or no valid row (a zero loss would silently stop training).
+        """
+        _check_pair("positive", anchor, positive)
+        _check_pair("negative", anchor, negative)
+        losses = F.relu(
+            self.margin - F.cosine_similarity(anchor, positive, dim=-1) + F.cosine_similarity(anchor, negative, dim=-1)
+        )
+        if valid is None:
+            return losses.mean()
+        if valid.shape != losses.shape or valid.dtype != torch.bool:
+            raise ValueError(f"valid must be a bool tensor [{losses.shape[0]}], got {valid.dtype} {list(valid.shape)}")
+        if not bool(valid.any()):
+            raise ValueError("TripletLoss got a batch with no valid triplet")
+        return losses[valid].mean()
+
+
+class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.InfoNCELoss"):
+    """Tag-to-song InfoNCE over the batch: row ``i`` scores anchor tag ``i`` against every song.
+
+    ``loss_i = -log softmax_j(cos(a_i, s_j) / temperature)[i]``, where song ``i`` is the positive and the
+    softmax runs over song ``i`` plus the songs that do NOT carry tag ``i``: other songs that also carry
+    it (``positive_mask[i, j]``, ``j != i``) are not negatives, so they are left out of the denominator.
+
+    Args:
+        temperature: softmax temperature on cosine logits (> 0).
+    """
+
+    needs_negatives: ClassVar[bool] = False
+
+    def __init__(self, *, temperature: float = 0.1) -> None:
+        super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, anchor: Tensor, songs: Tensor, positive_mask: Tensor) -> Tensor:
+        """Scalar loss, averaged over the anchors.
+
+        Args:
+            anchor: tag embeddings ``Tensor[B, D]``; row ``i`` is the tag paired with song ``i``.
+            songs: song embeddings ``Tensor[B, D]``.
+            positive_mask: ``Tensor[B, B]`` bool, ``[i, j]`` True when song ``j`` carries tag ``i``
+                (the diagonal is ignored: song ``i`` is always the positive of row ``i``).
+        """
+        _check_pair("songs", anchor, songs)
+        batch = anchor.shape[0]
+        if positive_mask.shape != (batch, batch) or positive_mask.dtype != torch.bool:
+            raise ValueError(
+                f"positive_mask must be a bool tensor [{batch}, {batch}], got {positive_mask.dtype} {list(positive_mask.shape)}"
+            )
+        logits = F.normalize(anchor, dim=-1) @ F.normalize(songs, dim=-1).T / self.temperature
+        diagonal = torch.eye(batch, dtype=torch.bool, device=positive_mask.device)
+        logits = logits.masked_fill(positive_mask & ~diagonal, float("-inf"))
+        return F.cross_entropy(logits, torch.arange(batch, device=logits.device))

@@ -1,0 +1,139 @@
+"""Rebuild objects from a JSON-able spec: ``{"_target_": "tagretrieval.X", **kwargs}``.
+
+A checkpoint stores ``model.spec()`` next to the weights, so it can be reloaded without the Hydra
+config tree (and without Hydra: the library never imports it). ``build_from_spec`` is a deliberately
+small subset of ``hydra.utils.instantiate``: one level, no ``_partial_``/``_args_``, and targets only
+inside the ``tagretrieval`` package, so a checkpoint cannot make us import and call arbitrary code.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+__all__ = ["SpecMixin", "build_from_spec", "resolve_target"]
+
+_PACKAGE = "tagretrieval"
+
+
+def _to_json(value: Any, *, where: str) -> Any:
+    """Copy ``value`` into plain JSON types (tuples become lists); raise TypeError otherwise."""
+    if isinstance(value, (bool, str, type(None))):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, Sequence) and not isinstance(value, bytes):  # also OmegaConf ListConfig
+        return [_to_json(item, where=f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+        return {key: _to_json(item, where=f"{where}.{key}") for key, item in value.items()}
+    raise TypeError(
+        f"constructor argument {where} = {value!r} ({type(value).__name__}) is not JSON-able; "
+        "spec() can only record bool/int/float/str/None and lists/dicts of them"
+    )
+
+
+class SpecMixin:
+    """Record the keyword arguments of ``__init__`` so that ``spec()`` is automatic.
+
+    Every subclass's ``__init__`` is wrapped; after it runs, the bound arguments (defaults applied)
+    are stored as JSON. The most-derived class finishes last, so its arguments win. A subclass may
+    declare the public import path it should be rebuilt from::
+
+        class HybridModel(TagRetrievalModel, spec_target="tagretrieval.models.HybridModel"): ...
+
+    otherwise ``module.QualName`` is used.
+    """
+
+    _spec_target: ClassVar[str]
+    _spec_kwargs: dict[str, Any]
+
+    def __init_subclass__(cls, *, spec_target: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._spec_target = spec_target or f"{cls.__module__}.{cls.__qualname__}"
+        original = cls.__dict__.get("__init__")
+        if original is None:
+            return
+        signature = inspect.signature(original)
+        for name, parameter in signature.parameters.items():
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                raise TypeError(f"{cls.__qualname__}.__init__ takes *{name}; spec() needs plain keyword arguments")
+
+        @functools.wraps(original)
+        def __init__(self: SpecMixin, *args: Any, **init_kwargs: Any) -> None:
+            original(self, *args, **init_kwargs)
+            bound = signature.bind(self, *args, **init_kwargs)
+            bound.apply_defaults()
+            recorded = {name: value for name, value in bound.arguments.items() if name != "self"}
+            self._spec_kwargs = {
+                name: _to_json(value, where=f"{cls.__qualname__}({name})") for name, value in recorded.items()
+            }
+
+        cls.__init__ = __init__  # type: ignore[misc]
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able ``{"_target_": "tagretrieval....", **constructor kwargs}`` (defaults included)."""
+        return {"_target_": type(self)._spec_target, **_to_json(self._spec_kwargs, where="spec")}
+
+
+def resolve_target(target: str) -> Any:
+    """Import ``target`` (a dotted path inside ``tagretrieval``) and return the object it names.
+
+    Raises:
+        ValueError: ``target`` is not a string inside the ``tagretrieval`` package or names nothing.
+    """
+    if not isinstance(target, str) or not target.startswith(f"{_PACKAGE}."):
+        raise ValueError(
+            f"refusing _target_ {target!r}: build_from_spec only builds objects inside the "
+            f"'{_PACKAGE}' package (a spec is data, e.g. from a checkpoint, and must not name arbitrary code)"
+        )
+    parts = target.split(".")
+    if any(not part.isidentifier() for part in parts):
+        raise ValueError(f"_target_ {target!r} is not a dotted Python path")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and module_name.startswith(error.name):
+                continue  # that prefix is not a module: try a shorter one
+            raise
+        try:
+            for attribute in parts[split:]:
+                obj = getattr(obj, attribute)
+        except AttributeError:
+            break
+        return obj
+    raise ValueError(f"_target_ {target!r} names nothing importable")
+
+
+def build_from_spec(spec: Mapping[str, Any]) -> object:
+    """Build ``spec["_target_"](**other keys)``; the target must live inside ``tagretrieval``.
+
+    Args:
+        spec: e.g. ``{"_target_": "tagretrieval.models.HybridModel", "embedding_dim": 256, ...}``,
+            typically the output of ``SpecMixin.spec()``.
+
+    Raises:
+        ValueError: missing/foreign ``_target_``, or other ``_underscore_`` keys (not supported).
+        TypeError: the target does not accept the given keyword arguments (unknown keys fail loudly).
+    """
+    if not isinstance(spec, Mapping) or "_target_" not in spec:
+        raise ValueError(f"a spec must be a mapping with a '_target_' key, got {spec!r}")
+    target = spec["_target_"]
+    kwargs = {key: value for key, value in spec.items() if key != "_target_"}
+    special = sorted(key for key in kwargs if key.startswith("_") and key.endswith("_"))
+    if special:
+        raise ValueError(f"build_from_spec does not support {special} (only '_target_'); spec target {target!r}")
+    factory = resolve_target(target)
+    if not callable(factory):
+        raise ValueError(f"_target_ {target!r} is not callable")
+    try:
+        return factory(**kwargs)
+    except TypeError as error:
+        raise TypeError(f"cannot build {target} from spec keys {sorted(kwargs)}: {error}") from error
