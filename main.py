@@ -1,0 +1,16 @@
+"""Train, evaluate or prepare data: `python main.py [mode=train|test|prepare] [group=option ...]`."""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from tagretrieval.tasks import run  # imported here so that `--help` stays fast
+
+    run(cfg, output_dir=HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

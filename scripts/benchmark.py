@@ -1,0 +1,178 @@
+"""Performance goals of tagretrieval, measured (not asserted): `python scripts/benchmark.py --out bench.json`.
+
+Sections (``--sections`` picks some):
+  eval_metrics  per-tag ROC-AUC / PR-AUC / P@10 on 100 tags x 20,000 songs: ours vs a per-tag scikit-learn loop
+                (goal: >= 20x faster, max abs difference <= 1e-6)
+  sampler       one batch of balanced-weighted triplets (pairs + in-batch negatives), batch 128 and 1024:
+                ours vs a per-row Python loop like the reference (goal: >= 20x)
+  train_step    paper-size acoustic model, batch 128: training samples/s on this machine's device
+  mel           our torch log-mel front end vs librosa.feature.melspectrogram + power_to_db, per 30 s clip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+def best_seconds(fn: Callable[[], object], *, repeats: int) -> float:
+    """Best wall-clock time of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_eval_metrics(*, n_tags: int = 100, n_songs: int = 20_000) -> dict:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from tagretrieval import metric_keys
+    from tagretrieval.evaluation.metrics import per_tag_metrics
+
+    rng = np.random.default_rng(0)
+    relevance = rng.random((n_tags, n_songs)) < 0.05
+    scores = np.round(rng.standard_normal((n_tags, n_songs)) + relevance, 3)   # rounded: many ties
+
+    def sklearn_loop():
+        out = {metric_keys.ROC_AUC: [], metric_keys.PR_AUC: [], metric_keys.P_AT_10: []}
+        for t in range(n_tags):
+            out[metric_keys.ROC_AUC].append(roc_auc_score(relevance[t], scores[t]))
+            out[metric_keys.PR_AUC].append(average_precision_score(relevance[t], scores[t]))
+            top = np.argsort(-scores[t], kind="stable")[:10]
+            out[metric_keys.P_AT_10].append(relevance[t, top].mean())
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    ours_s = best_seconds(lambda: per_tag_metrics(scores, relevance), repeats=5)
+    loop_s = best_seconds(sklearn_loop, repeats=1)
+    ours, loop = per_tag_metrics(scores, relevance), sklearn_loop()
+    diff = max(float(np.max(np.abs(ours[k] - loop[k]))) for k in loop)
+    return {"n_tags": n_tags, "n_songs": n_songs, "ours_seconds": ours_s, "sklearn_loop_seconds": loop_s,
+            "ratio": loop_s / ours_s, "max_abs_difference": diff, "goal_ratio": 20}
+
+
+def bench_sampler(*, batch_sizes=(128, 1024), n_songs: int = 20_000, n_tags: int = 100, dim: int = 256) -> dict:
+    from tagretrieval.samplers import BalancedWeightedSampler, PositiveIndex, choose_negatives
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((n_songs, n_tags)) < 0.03).astype(np.uint8)
+    index = PositiveIndex.from_labels(labels, np.arange(n_songs))
+    tag_to_songs = {t: np.flatnonzero(labels[:, t]).tolist() for t in range(n_tags)}
+    song_tags = [set(np.flatnonzero(row).tolist()) for row in labels]
+    out = {}
+    for batch_size in batch_sizes:
+        anchors, songs = torch.randn(batch_size, dim), torch.randn(batch_size, dim)
+        sampler = BalancedWeightedSampler(batch_size=batch_size)
+
+        def ours():
+            pairs = sampler.pairs(index, rng, batch_size)
+            labels_t = torch.from_numpy(labels[pairs[:, 0].astype(np.int64)]).bool()
+            tag = torch.from_numpy(pairs[:, 1].astype(np.int64))
+            return choose_negatives(anchors=anchors, songs=songs, candidates=~labels_t[:, tag].T, mode="weighted")
+
+        def reference_loop():
+            # per-row Python, as the reference data loader and negative choice did it
+            rows = []
+            for _ in range(batch_size):
+                tag = random.randrange(n_tags)
+                rows.append((random.choice(tag_to_songs[tag]), tag))
+            a, s = anchors.numpy(), songs.numpy()
+            negatives = []
+            for i, (_, tag) in enumerate(rows):
+                candidates = [j for j, (song, _) in enumerate(rows) if tag not in song_tags[song]]
+                cos = [float(a[i] @ s[j] / (np.linalg.norm(a[i]) * np.linalg.norm(s[j]))) for j in candidates]
+                weights = np.asarray([(c + 1) / 2 for c in cos])
+                negatives.append(np.random.choice(candidates, p=weights / weights.sum()))
+            return negatives
+
+        ours_s = best_seconds(ours, repeats=20)
+        loop_s = best_seconds(reference_loop, repeats=2 if batch_size > 256 else 5)
+        out[str(batch_size)] = {"ours_seconds": ours_s, "python_loop_seconds": loop_s, "ratio": loop_s / ours_s}
+    out["goal_ratio"] = 20
+    return out
+
+
+def bench_train_step(*, batch_size: int = 128, steps: int = 3) -> dict:
+    from tagretrieval.losses import TripletLoss
+    from tagretrieval.models import AcousticModel
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AcousticModel().to(device).train()          # paper size
+    loss_fn = TripletLoss(margin=0.4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    mel = torch.randn(batch_size, 128, 173, device=device)
+    words = torch.randn(batch_size, 300, device=device)
+
+    def step():
+        optimizer.zero_grad()
+        songs = model.embed_songs(mel=mel)
+        anchors = model.embed_tags(words)
+        loss = loss_fn(anchors, songs, songs.roll(1, 0))
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = best_seconds(step, repeats=steps)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return {"device": name, "batch_size": batch_size, "seconds_per_step": seconds,
+            "samples_per_second": batch_size / seconds}
+
+
+def bench_mel(*, seconds: float = 30.0, sample_rate: int = 22050) -> dict:
+    import librosa
+
+    from tagretrieval.audio import MelFrontend
+
+    rng = np.random.default_rng(0)
+    y = (0.3 * rng.standard_normal(int(seconds * sample_rate))).astype(np.float32)
+    frontend = MelFrontend(sample_rate=sample_rate)
+    y_t = torch.from_numpy(y)
+
+    def ours():
+        with torch.no_grad():
+            return frontend(y_t)
+
+    def reference():
+        S = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=1024, hop_length=512, n_mels=128)
+        return librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=None)
+
+    ours_s, librosa_s = best_seconds(ours, repeats=5), best_seconds(reference, repeats=5)
+    diff = float(np.max(np.abs(ours().numpy() - reference())))
+    return {"clip_seconds": seconds, "ours_seconds_per_clip": ours_s, "librosa_seconds_per_clip": librosa_s,
+            "ratio": librosa_s / ours_s, "max_abs_difference_db": diff}
+
+
+SECTIONS = {"eval_metrics": bench_eval_metrics, "sampler": bench_sampler, "train_step": bench_train_step,
+            "mel": bench_mel}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    args = parser.parse_args()
+    random.seed(0)
+    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                           "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
+    for name in args.sections:
+        print(f"[benchmark] {name} ...", flush=True)
+        results[name] = SECTIONS[name]()
+        print(json.dumps(results[name], indent=2), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"[benchmark] written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The LightningModule: triplet (or InfoNCE) training and per-tag retrieval evaluation, DDP-correct.
+
+A checkpoint rebuilds without the Hydra config tree: the model and the loss are saved as specs
+(``{"_target_": "tagretrieval....", **kwargs}``), the tag vectors as a buffer (or parameter) of the state dict.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tagretrieval import metric_keys
+from tagretrieval.evaluation import RetrievalResults
+from tagretrieval.models import TagRetrievalModel, build_from_spec
+from tagretrieval.samplers import NEGATIVE_MODES, choose_negatives
+
+
+def scores_matrix(tag_embeddings: torch.Tensor, song_embeddings: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities ``[n_tags, n_songs]`` from ``tag_embeddings [n_tags, D]``, ``song_embeddings [n_songs, D]``."""
+    return F.normalize(tag_embeddings, dim=-1) @ F.normalize(song_embeddings, dim=-1).T
+
+
+def song_inputs(batch: dict) -> dict[str, torch.Tensor]:
+    """The song-branch inputs present in a batch: ``mel``, ``cf``, ``features``."""
+    return {name: batch[name] for name in ("mel", "cf", "features") if name in batch}
+
+
+class TagRetrievalModule(L.LightningModule):
+    """Trains a :class:`TagRetrievalModel` on (tag, song) pairs; evaluates retrieval of every tag over a split.
+
+    Args:
+        model: the network, or its spec (when reloaded from a checkpoint).
+        loss: ``TripletLoss``/``InfoNCELoss``, or its spec.
+        tags, categories: the tag vocabulary ``[n_tags]`` in label-column order, and each tag's category.
+        tag_vectors: word vectors ``[n_tags, word_dim]`` fed to the tag branch (zeros when reloading: the
+            state dict restores them).
+        train_tag_vectors: make the tag vectors trainable (``tag_encoder=learned``).
+        negatives: ``"uniform"`` or ``"weighted"`` in-batch negative choice (from the sampler).
+        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``); not needed to evaluate.
+        tag_encoder: the tag encoder's settings, kept so that queries can be embedded later.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: TagRetrievalModel | Mapping,
+        loss: torch.nn.Module | Mapping,
+        tags: Sequence[str],
+        categories: Sequence[str],
+        word_dim: int,
+        tag_vectors: np.ndarray | torch.Tensor | None = None,
+        train_tag_vectors: bool = False,
+        negatives: str = "uniform",
+        optimizer: Callable | None = None,
+        seed: int = 0,
+        k: int = 10,
+        tag_encoder: Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        model = build_from_spec(model) if isinstance(model, Mapping) else model
+        loss = build_from_spec(loss) if isinstance(loss, Mapping) else loss
+        if negatives not in NEGATIVE_MODES:
+            raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
+        if len(tags) != len(categories):
+            raise ValueError(f"{len(tags)} tags but {len(categories)} categories")
+        # set directly: save_hyperparameters(dict) compares the dict with every init argument (arrays included)
+        self._set_hparams({
+            "model": model.spec(), "loss": loss.spec(), "tags": list(tags), "categories": list(categories),
+            "word_dim": word_dim, "train_tag_vectors": train_tag_vectors, "negatives": negatives, "seed": seed,
+            "k": k, "tag_encoder": dict(tag_encoder) if tag_encoder is not None else None,
+        })
+        self._hparams_initial = copy.deepcopy(self._hparams)
+        self.model = model
+        self.loss = loss
+        vectors = torch.zeros(len(tags), word_dim) if tag_vectors is None else torch.as_tensor(tag_vectors)
+        vectors = vectors.float()
+        if vectors.shape != (len(tags), word_dim):
+            raise ValueError(f"tag_vectors {tuple(vectors.shape)} != (n_tags={len(tags)}, word_dim={word_dim})")
+        if train_tag_vectors:
+            self.tag_vectors = torch.nn.Parameter(vectors)
+        else:
+            self.register_buffer("tag_vectors", vectors)
+        self.optimizer_factory = optimizer
+        self.results: dict[str, RetrievalResults] = {}
+        self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.hparams["tags"])
+
+    def tag_embeddings(self) -> torch.Tensor:
+        """Embeddings ``[n_tags, D]`` of the whole vocabulary (before normalisation)."""
+        return self.model.embed_tags(self.tag_vectors)
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise RuntimeError("no optimizer given: this module was loaded for evaluation only")
+        return self.optimizer_factory(self.parameters())
+
+    def _negative_generator(self) -> torch.Generator:
+        state = np.random.SeedSequence([self.hparams["seed"], self.global_step, self.global_rank]).generate_state(1)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(state[0]))
+        return generator
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        tag = batch["tag"]
+        anchors = self.model.embed_tags(self.tag_vectors[tag])
+        songs = self.model.embed_songs(**song_inputs(batch))
+        positive = batch["labels"][:, tag].T.bool()           # [anchor i, song j]: song j carries tag i
+        if self.loss.needs_negatives:
+            index, valid = choose_negatives(
+                anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
+                mode=self.hparams["negatives"], generator=self._negative_generator(),
+            )
+            loss = self.loss(anchors, songs, songs[index], valid)
+        else:
+            loss = self.loss(anchors, songs, positive)
+        self.log(metric_keys.key(metric_keys.TRAIN, "loss"), loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=len(tag))
+        return loss
+
+    # evaluation: every rank embeds its shard of the songs, then all ranks gather the whole split
+    def _eval_step(self, batch: dict) -> None:
+        inputs = song_inputs(batch)
+        embeddings = self.model.embed_song_chunks(inputs.pop("mel", None), **inputs)
+        self._eval_outputs.append((batch["row"], embeddings.detach(), batch["labels"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def _gather(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Song embeddings ``[n_songs, D]`` and labels ``[n_songs, n_tags]`` of the whole split, by row order."""
+        rows = torch.cat([o[0] for o in self._eval_outputs])
+        embeddings = torch.cat([o[1] for o in self._eval_outputs])
+        labels = torch.cat([o[2] for o in self._eval_outputs])
+        self._eval_outputs.clear()
+        if self.trainer.world_size > 1:
+            counts = self.all_gather(torch.tensor(len(rows), device=self.device))
+            pad = int(counts.max()) - len(rows)
+            rows = F.pad(rows, (0, pad), value=-1)
+            embeddings = F.pad(embeddings, (0, 0, 0, pad))
+            labels = F.pad(labels, (0, 0, 0, pad))
+            rows, embeddings, labels = (self.all_gather(x).flatten(0, 1) for x in (rows, embeddings, labels))
+            keep = rows >= 0
+            rows, embeddings, labels = rows[keep], embeddings[keep], labels[keep]
+        if len(torch.unique(rows)) != len(rows):
+            raise RuntimeError("a song was evaluated twice: evaluation loaders must shard without padding")
+        order = torch.argsort(rows)
+        return embeddings[order], labels[order]
+
+    def _eval_epoch_end(self, split: str) -> None:
+        songs, labels = self._gather()
+        scores = scores_matrix(self.tag_embeddings(), songs)
+        results = RetrievalResults.compute(
+            scores=scores.float().cpu().numpy(), relevance=labels.T.cpu().numpy(), tags=self.tags,
+            categories=self.hparams["categories"], split=split, k=self.hparams["k"],
+        )
+        self.results[split] = results
+        # every rank holds the gathered split, so the values are identical across ranks: no sync needed
+        headline = metric_keys.key(split, metric_keys.PR_AUC)
+        flat = results.flat()
+        self.log(headline, flat.pop(headline), prog_bar=True, sync_dist=False)
+        self.log_dict(flat, sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(metric_keys.VALID)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(metric_keys.TEST)
