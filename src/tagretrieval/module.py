@@ -87,6 +87,8 @@ class TagRetrievalModule(L.LightningModule):
             self.register_buffer("tag_vectors", vectors)
         self.optimizer_factory = optimizer
         self.results: dict[str, RetrievalResults] = {}
+        # split -> (scores [n_tags, n_songs], relevance [n_tags, n_songs]) of the last evaluation, songs in row order
+        self.scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @property
@@ -159,12 +161,14 @@ class TagRetrievalModule(L.LightningModule):
 
     def _eval_epoch_end(self, split: str) -> None:
         songs, labels = self._gather()
-        scores = scores_matrix(self.tag_embeddings(), songs)
+        scores = scores_matrix(self.tag_embeddings(), songs).float().cpu().numpy()
+        relevance = labels.T.cpu().numpy()
         results = RetrievalResults.compute(
-            scores=scores.float().cpu().numpy(), relevance=labels.T.cpu().numpy(), tags=self.tags,
-            categories=self.hparams["categories"], split=split, k=self.hparams["k"],
+            scores=scores, relevance=relevance, tags=self.tags, categories=self.hparams["categories"], split=split,
+            k=self.hparams["k"],
         )
         self.results[split] = results
+        self.scores[split] = (scores, relevance)
         # every rank holds the gathered split, so the values are identical across ranks: no sync needed
         headline = metric_keys.key(split, metric_keys.PR_AUC)
         flat = results.flat()

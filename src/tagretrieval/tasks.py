@@ -26,6 +26,8 @@ from tagretrieval.evaluation import RetrievalResults, write_results
 from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.module import TagRetrievalModule
+from tagretrieval.reports.run_report import scores_path
+from tagretrieval.reports.scores import ScoreMatrix
 from tagretrieval.tag_encoders import resolve_missing
 
 log = logging.getLogger(__name__)
@@ -89,11 +91,18 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
-def finish(trainer: L.Trainer, module: TagRetrievalModule, output_dir: Path) -> RetrievalResults:
-    """Write ``metrics/test.json`` and the per-tag CSV (rank zero), print the results table."""
+def finish(trainer: L.Trainer, module: TagRetrievalModule, dataset: PreparedDataset,
+           output_dir: Path) -> RetrievalResults:
+    """Write ``metrics/test.json``, the per-tag CSV and the score matrix (rank zero); print the results table."""
     results = module.results[metric_keys.TEST]
     if trainer.is_global_zero:
         paths = write_results(results, output_dir)
+        scores, relevance = module.scores[metric_keys.TEST]
+        track_ids = [dataset.track_ids[i] for i in dataset.split_indices(metric_keys.TEST)]
+        paths["scores"] = ScoreMatrix(
+            split=metric_keys.TEST, scores=scores, relevance=relevance, tags=module.tags,
+            categories=list(module.hparams["categories"]), track_ids=track_ids,
+        ).save(scores_path(output_dir, metric_keys.TEST))
         print(results.table())
         print("metrics written to " + ", ".join(str(p) for p in paths.values()))
     return results
@@ -114,7 +123,7 @@ def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-    return finish(trainer, module, output_dir)
+    return finish(trainer, module, dataset, output_dir)
 
 
 def test(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
@@ -136,7 +145,7 @@ def test(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     datamodule = build_datamodule(cfg, prepared, module.model, dataset)
     trainer = build_trainer(cfg, output_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return finish(trainer, module, output_dir)
+    return finish(trainer, module, dataset, output_dir)
 
 
 def _align_tags(dataset: PreparedDataset, tags: list[str]) -> PreparedDataset:
