@@ -18,7 +18,7 @@ CONF = REPO / "conf"
 
 # a synthetic dataset small enough for tests, big enough for every tag to be in every split
 TINY_SYNTHETIC = [
-    "data.n_songs=240", "data.n_artists=80", "data.n_users=300", "data.clip_seconds=4.5", "data.cf_dim=16",
+    "data.n_songs=300", "data.n_artists=100", "data.n_users=300", "data.clip_seconds=4.5", "data.cf_dim=16",
 ]
 
 

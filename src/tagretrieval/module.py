@@ -123,7 +123,7 @@ class TagRetrievalModule(L.LightningModule):
             loss = self.loss(anchors, songs, songs[index], valid)
         else:
             loss = self.loss(anchors, songs, positive)
-        self.log(metric_keys.key(metric_keys.TRAIN, "loss"), loss, prog_bar=True, on_step=True, on_epoch=True,
+        self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=len(tag))
         return loss
 
