@@ -76,6 +76,10 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalMod
                      dataset: PreparedDataset) -> TagRetrievalDataModule:
     mel_cache = None
     if model.uses_audio:
+        if not dataset.has_mels:
+            raise ValueError(f"model {type(model).__name__} needs audio, but dataset '{dataset.name}' at {dataset.root} "
+                             "was imported without a mel cache (data=fma data.input=features: use model=features, "
+                             "or import with data.input=audio)")
         mel_cache = MelCache.open(prepared.prepared_dir / "mels", frontend=prepared.frontend)
     return TagRetrievalDataModule(
         dataset=dataset, sampler=instantiate(cfg.sampler), mel_cache=mel_cache, use_cf=model.uses_cf,
@@ -173,6 +177,8 @@ MODES: dict[str, str] = {
     "retrieve": "tagretrieval.inference.tasks:retrieve",
     "tag": "tagretrieval.inference.tasks:tag",
     "export": "tagretrieval.inference.tasks:export",
+    # baselines that place our numbers (tagretrieval.baselines, docs/usage/baselines.md)
+    "baseline": "tagretrieval.baselines.tasks:baseline",
 }
 
 

@@ -23,9 +23,11 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,8 +210,23 @@ def _compute_and_store(cache: MelCache, frontend: MelFrontend, track_id: str, pa
 _WORKER_STATE: tuple[MelCache, MelFrontend, float] | None = None
 
 
+def _exit_with_parent() -> None:
+    """Exit this worker as soon as its parent process is gone: a parent killed with SIGKILL cannot shut the pool
+    down, and ProcessPoolExecutor workers would otherwise block forever on the call queue (each holding torch)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker(cache: MelCache, frontend: MelFrontend, min_seconds: float) -> None:
     global _WORKER_STATE
+    _exit_with_parent()
     torch.set_num_threads(1)  # num_workers processes x 1 thread, not num_workers x n_cores
     _WORKER_STATE = (cache, frontend, min_seconds)
 

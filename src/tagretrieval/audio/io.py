@@ -52,7 +52,9 @@ def load_audio(path: str | Path, *, sample_rate: int) -> np.ndarray:
         raise AudioDecodeError(path, f"{type(error).__name__}: {error}") from error
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioDecodeError(path, "the file decodes to no samples")
-    y = data.mean(axis=1, dtype=np.float32)
+    # a matmul, not data.mean(axis=1): 5-20x faster for [n_samples, 2] (numpy reduces a 2-wide axis slowly), and
+    # bit-identical to the mean for 1 and 2 channels (scaling by 1 or 0.5 is exact)
+    y = data @ np.full(data.shape[1], 1.0 / data.shape[1], dtype=np.float32)
     if sr != sample_rate:
         y = soxr.resample(y, sr, sample_rate, quality="HQ")
     if not np.isfinite(y).all():  # checked after mixing/resampling: also catches float overflow there

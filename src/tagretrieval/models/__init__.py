@@ -23,9 +23,11 @@ from tagretrieval.models.retrieval import (
     TagRetrievalModel,
     cut_eval_chunks,
 )
+from tagretrieval.models.features import FeaturesModel
 from tagretrieval.models.spec import SpecMixin, build_from_spec, resolve_target
 
 __all__ = [
+    "FeaturesModel",
     "PAPER_CNN_CHANNELS",
     "AcousticModel",
     "ConcatModel",
