@@ -5,7 +5,8 @@ Every encoder maps the dataset's tag names to vectors ``[n_tags, dim]`` that fee
 - :class:`Word2VecFile`: any gensim-readable file (GoogleNews ``.bin``/``.bin.gz``, word2vec text ``.txt``/``.vec``,
   a gensim ``Word2Vec`` ``.model`` or ``KeyedVectors`` ``.kv``). It also embeds free-text queries (zero-shot).
 - :class:`Cooccurrence`: gensim Word2Vec trained on the training split's tag lists (each track's tags are one
-  "sentence"): tags that occur together get close vectors. Deterministic for a given seed.
+  "sentence", written ``repeats`` times so that a tag is its own context): tags that occur together get close vectors,
+  tags that exclude each other do not collapse. Deterministic for a given seed.
 - :class:`Learned`: random vectors that are trained with the model (one free vector per tag).
 """
 
@@ -107,8 +108,11 @@ class Cooccurrence:
 
     trainable = False
 
-    def __init__(self, *, dim: int = 300, epochs: int = 50, negative: int = 5, seed: int = 0,
+    def __init__(self, *, dim: int = 300, epochs: int = 50, negative: int = 5, repeats: int = 3, seed: int = 0,
                  drop_missing: bool = False) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.repeats = repeats
         self.dim = dim
         self.epochs = epochs
         self.negative = negative
@@ -118,7 +122,10 @@ class Cooccurrence:
     def vectors(self, tags: Sequence[str], *, train_tag_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
         from gensim.models import Word2Vec
 
-        sentences = [list(t) for t in train_tag_lists if len(t) > 0]
+        # each tag list `repeats` times: a tag is its own context. Without it, tags that never co-occur but share
+        # their contexts (happy / sad, slow / fast) get the same vector (cosine 0.998 on the synthetic data), and
+        # the tag branch cannot tell them apart; with 3 copies it is about 0.4 (tests/test_tag_encoders.py).
+        sentences = [list(t) * self.repeats for t in train_tag_lists if len(t) > 0]
         if not sentences:
             raise ValueError("tag_encoder=cooccurrence needs tagged training tracks; the training split has none")
         window = max(len(s) for s in sentences)
