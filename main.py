@@ -1,4 +1,4 @@
-"""Train, evaluate or prepare data: `python main.py [mode=train|test|prepare] [group=option ...]`."""
+"""`python main.py [mode=train|test|prepare|retrieve|tag|export|report|baseline] [group=option ...]` (see README)."""
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
