@@ -7,6 +7,8 @@ Sections (``--sections`` picks some):
                 ours vs a per-row Python loop like the reference (goal: >= 20x)
   train_step    paper-size acoustic model, batch 128: training samples/s on this machine's device
   mel           our torch log-mel front end vs librosa.feature.melspectrogram + power_to_db, per 30 s clip
+  prepare       mel-cache preparation of 200 generated 30 s MP3s vs decoding them only (goal: <= 1.5x decoding)
+  retrieval     latency per query over 10k / 100k / 1M embeddings: brute force vs faiss exact vs faiss approximate
 """
 
 from __future__ import annotations
@@ -153,8 +155,20 @@ def bench_mel(*, seconds: float = 30.0, sample_rate: int = 22050) -> dict:
             "ratio": librosa_s / ours_s, "max_abs_difference_db": diff}
 
 
+def bench_prepare_section() -> dict:
+    from bench_prepare import bench_prepare  # scripts/ is on the path when this file runs
+
+    return bench_prepare()
+
+
+def bench_retrieval_section() -> dict:
+    from bench_retrieval import bench_retrieval
+
+    return bench_retrieval()
+
+
 SECTIONS = {"eval_metrics": bench_eval_metrics, "sampler": bench_sampler, "train_step": bench_train_step,
-            "mel": bench_mel}
+            "mel": bench_mel, "prepare": bench_prepare_section, "retrieval": bench_retrieval_section}
 
 
 def main() -> None:
