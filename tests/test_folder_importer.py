@@ -156,3 +156,13 @@ def test_artist_disjoint_split_meets_the_positive_threshold():
     assert (again.splits == outcome.splits).all()
     impossible = artist_disjoint_split(artists, labels, seed=3, min_positives=1000, max_draws=5)
     assert not impossible.satisfied and impossible.n_draws == 5
+
+
+def test_main_trains_on_a_mixed_folder(folder, tmp_path):
+    from conftest import read_metrics, run_task
+
+    run_task(["data=folder", f"data.root={folder}", "data.max_skipped_fraction=0.5", "model=acoustic",
+              "experiment=smoke", "progress=false", "logger=none"], tmp_path / "run")
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["n_songs"] > 0 and metrics["per_tag"]
+    assert set(metrics["per_tag"]) | set(metrics["skipped_tags"]) == {"happy", "jazz", "rock", "sad"}
