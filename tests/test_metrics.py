@@ -209,3 +209,14 @@ def test_non_binary_relevance_is_rejected():
     scores, relevance = one_tag([0.4, 0.3, 0.2], [1, 0, 2])
     with pytest.raises(ValueError, match="relevance must be 0/1"):
         average_precision(scores, relevance)
+
+
+def test_large_inputs_sorted_in_threads_match_scikit_learn():
+    # above the size where rows are sorted in several threads: same values as the per-tag scikit-learn loop
+    rng = np.random.default_rng(7)
+    relevance = rng.random((24, 10_000)) < 0.05
+    scores = np.round(rng.standard_normal((24, 10_000)) + relevance, 2)
+    ours = per_tag_metrics(scores, relevance)
+    for t in range(0, 24, 5):
+        assert abs(ours["roc_auc"][t] - roc_auc_score(relevance[t], scores[t])) < 1e-12
+        assert abs(ours["pr_auc"][t] - average_precision_score(relevance[t], scores[t])) < 1e-12

@@ -10,6 +10,8 @@ arithmetic over tie groups (no loop over tags). The results equal scikit-learn's
 (checked in ``tests/test_metrics.py`` against scikit-learn and a naive oracle).
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,12 +96,32 @@ class _Ranking:
     precision_sum: np.ndarray  # float64 [n_tags], sum over positives of precision at their group's end
 
 
+def _argsort_rows(scores: np.ndarray) -> np.ndarray:
+    """``np.argsort(scores, axis=1)``, rows split across threads (NumPy's sort releases the GIL).
+
+    Each row is sorted on its own by the same algorithm, so the result is identical to one call; on 2 cores the
+    sort, about half of the metrics' time for 100 x 20,000, takes about half as long.
+    """
+    n_threads = min(os.cpu_count() or 1, scores.shape[0])
+    if n_threads < 2 or scores.size < 200_000:
+        return np.argsort(scores, axis=1)
+    order = np.empty(scores.shape, dtype=np.intp)
+    bounds = np.linspace(0, scores.shape[0], n_threads + 1).astype(int)
+
+    def sort(i: int) -> None:
+        order[bounds[i]:bounds[i + 1]] = np.argsort(scores[bounds[i]:bounds[i + 1]], axis=1)
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        list(pool.map(sort, range(n_threads)))
+    return order
+
+
 def _rank(scores: np.ndarray, relevance: np.ndarray) -> _Ranking:
     """One argsort of ``scores [n_tags, n_songs]``; after it, flat array arithmetic over the
     positives (and over tie groups, when some scores tie).
     """
     n_tags, n_songs = scores.shape
-    order = np.argsort(scores, axis=1)[:, ::-1]  # ascending then reversed: faster than sorting -scores
+    order = _argsort_rows(scores)[:, ::-1]  # ascending then reversed: faster than sorting -scores
     flat_order = (order + np.arange(n_tags)[:, None] * n_songs).ravel()
     sorted_scores = scores.ravel()[flat_order]  # [n_tags * n_songs]
     sorted_relevance = relevance.ravel()[flat_order]
