@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.audio import MelCache, MelFrontend, cache_params, prepare_mels
-from tagretrieval.data.prepared import MANIFEST, SPLITS, PreparedDataset, normalise_split, write_prepared
+from tagretrieval.data.prepared import SPLITS, load_if_current, normalise_split, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
 
 IMPORT_VERSION = 1
@@ -254,10 +254,7 @@ class FMAImporter:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        if not (self.prepared_dir / MANIFEST).exists():
-            return None
-        dataset = PreparedDataset.load(self.prepared_dir)
-        return dataset if dataset.source == self.source() else None
+        return load_if_current(self.prepared_dir, source=self.source())
 
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
         """Import (or reuse) the prepared dataset; ``frontend`` computes the mels of ``input="audio"``."""

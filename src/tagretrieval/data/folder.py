@@ -23,7 +23,7 @@ import pandas as pd
 
 from tagretrieval.audio import AUDIO_EXTENSIONS, MelCache, MelFrontend, cache_params, prepare_mels
 from tagretrieval.data.prepared import (
-    MANIFEST, PreparedDataset, check_finite_rows, normalise_split, write_prepared,
+    check_finite_rows, load_if_current, normalise_split, PreparedDataset, write_prepared,
 )
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
@@ -138,10 +138,7 @@ class FolderImporter:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        if not (self.prepared_dir / MANIFEST).exists():
-            return None
-        dataset = PreparedDataset.load(self.prepared_dir)
-        return dataset if dataset.source == self.source() else None
+        return load_if_current(self.prepared_dir, source=self.source())
 
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
         if not self.root.exists():

@@ -40,7 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data.prepared import MANIFEST, SPLITS, PreparedDataset, write_prepared
+from tagretrieval.data.prepared import SPLITS, load_if_current, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.pitch_encoder import N_MIDI_NOTES, midi_octave, midi_to_name
 
@@ -184,10 +184,7 @@ class MiniMusicNetImporter:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        if not (self.prepared_dir / MANIFEST).exists():
-            return None
-        dataset = PreparedDataset.load(self.prepared_dir)
-        return dataset if dataset.source == self.source() else None
+        return load_if_current(self.prepared_dir, source=self.source())
 
     def prepare(self, *, frontend: MelFrontend | None = None, progress: bool = True) -> PreparedDataset:
         """Import (or reuse) the prepared dataset. ``frontend`` is accepted for the importer interface and

@@ -43,7 +43,7 @@ from tagretrieval.data.msd500_specs import (
     RELEASE_MEL_PARAMS, UNVERIFIED_MEL_PARAMS, adopt_spectrograms, check_release_frontend, claim_mel_origin,
     spec_path,
 )
-from tagretrieval.data.prepared import MANIFEST, PreparedDataset, check_finite_rows, write_prepared
+from tagretrieval.data.prepared import check_finite_rows, load_if_current, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
 from tagretrieval.prepared_vectors import write_prepared_vectors
@@ -197,10 +197,7 @@ class MSD500Importer:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        if not (self.prepared_dir / MANIFEST).exists():
-            return None
-        dataset = PreparedDataset.load(self.prepared_dir)
-        return dataset if dataset.source == self.source() else None
+        return load_if_current(self.prepared_dir, source=self.source())
 
     # ---------------------------------------------------------------- import
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:

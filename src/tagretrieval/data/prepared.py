@@ -166,6 +166,14 @@ class PreparedDataset:
             check_finite_rows(values, self.track_ids, what=name)
 
 
+def load_if_current(prepared_dir: str | Path, *, source: dict) -> PreparedDataset | None:
+    """The prepared dataset at ``prepared_dir`` if it exists and was made from ``source`` settings, else None."""
+    if not (Path(prepared_dir) / MANIFEST).exists():
+        return None
+    dataset = PreparedDataset.load(prepared_dir)
+    return dataset if dataset.source == source else None
+
+
 def write_prepared(
     root: str | Path,
     *,
