@@ -1,16 +1,29 @@
-"""The mel cache (MelCache) and the job that fills it (prepare_mels)."""
+"""The packed mel store (MelStore), the job that fills it (prepare_mels) and the conversion of the old per-file cache."""
 
 from __future__ import annotations
 
 import json
-import re
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from tagretrieval.audio import CacheMismatchError, MelCache, MelFrontend, cache_params, mel_from_file, prepare_mels
+from tagretrieval.audio import (
+    CacheMismatchError,
+    LegacyCacheError,
+    LegacyMelCache,
+    MelFrontend,
+    MelStore,
+    cache_params,
+    mel_from_file,
+    open_for_prepare,
+    prepare_mels,
+)
 
 SR = 22050
 
@@ -21,8 +34,8 @@ def frontend() -> MelFrontend:
 
 
 @pytest.fixture
-def cache(tmp_path, frontend) -> MelCache:
-    return MelCache(tmp_path / "mels", frontend_params=cache_params(frontend))
+def store(tmp_path, frontend) -> MelStore:
+    return MelStore(tmp_path / "mels", frontend_params=cache_params(frontend))
 
 
 @pytest.fixture
@@ -40,113 +53,140 @@ def tracks(tmp_path) -> list[tuple[str, str]]:
     return items
 
 
-def entry_bytes(cache: MelCache, track_ids) -> dict[str, bytes]:
-    return {t: cache.path_for(t).read_bytes() for t in track_ids}
-
-
 def random_mel(*, n_frames: int = 7, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(-30, 10, size=(128, n_frames)).astype(np.float32)
 
 
-# --- MelCache -------------------------------------------------------------------------------------------
+def contents(store: MelStore) -> dict[str, np.ndarray]:
+    return {t: store.read(t) for t in sorted(store.track_ids)}
+
+
+# --- MelStore -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_write_read_round_trip(tmp_path, frontend, dtype):
-    cache = MelCache(tmp_path / "mels", frontend_params=cache_params(frontend, dtype=dtype))
-    mel = random_mel()
-    assert not cache.has("t1")
-    cache.write("t1", mel)
-    assert cache.has("t1")
-    mapped = cache.read("t1")
-    assert isinstance(mapped, np.memmap) and mapped.dtype == np.dtype(dtype)
-    np.testing.assert_array_equal(mapped, mel.astype(dtype))
-    np.testing.assert_array_equal(cache.read("t1", mmap=False), mapped)
-    reopened = MelCache(tmp_path / "mels", frontend_params=cache_params(frontend, dtype=dtype))
-    np.testing.assert_array_equal(reopened.read("t1"), mapped)
+def test_write_read_round_trip_time_major(tmp_path, frontend, dtype):
+    store = MelStore(tmp_path / "mels", frontend_params=cache_params(frontend, dtype=dtype))
+    mels = {f"t{i}": random_mel(n_frames=5 + i, seed=i) for i in range(3)}
+    assert not store.has("t0") and len(store) == 0
+    with store.writer() as writer:
+        for track_id, mel in mels.items():
+            writer.add(track_id, mel)
+    reopened = MelStore(tmp_path / "mels", frontend_params=cache_params(frontend, dtype=dtype))
+    for s in (store, reopened):
+        assert sorted(s.track_ids) == sorted(mels) and s.has("t1")
+        for track_id, mel in mels.items():
+            stored = s.read(track_id)
+            assert stored.dtype == np.dtype(dtype) and stored.shape == (mel.shape[1], 128)  # [n_frames, n_mels]
+            np.testing.assert_array_equal(stored, mel.T.astype(dtype))
     manifest = json.loads((tmp_path / "mels" / "manifest.json").read_text())
-    assert manifest["frontend_params"] == cache_params(frontend, dtype=dtype)
+    assert manifest["frontend_params"] == cache_params(frontend, dtype=dtype) and manifest["layout_version"] == 2
+    assert [p.name for p in sorted((tmp_path / "mels").glob("shard-*"))] == ["shard-00000.idx.npz", "shard-00000.mel"]
+    assert (tmp_path / "mels" / "shard-00000.mel").stat().st_size == sum(m.size for m in mels.values()) * \
+        np.dtype(dtype).itemsize  # packed: nothing but the values
 
 
-def test_manifest_mismatch_names_every_difference(tmp_path, frontend, cache):
+def test_crops_are_one_read_each_and_zero_padded_past_the_end(store):
+    mel = random_mel(n_frames=40, seed=3)
+    store.write("song", mel)
+    where = store.locate(["song", "song", "song"])
+    before = store.bytes_read
+    crops = store.read_frames(where, np.array([0, 30, 45]), 16)  # in the song, over its end, past it
+    assert crops.shape == (3, 16, 128)
+    np.testing.assert_array_equal(crops[0], mel.T[0:16])
+    np.testing.assert_array_equal(crops[1, :10], mel.T[30:40])
+    assert (crops[1, 10:] == 0).all() and (crops[2] == 0).all()
+    assert store.bytes_read - before == (16 + 10) * 128 * 4  # exactly the frames asked for, nothing more
+
+
+def test_manifest_mismatch_names_every_difference(tmp_path, frontend, store):
     other = MelFrontend(sample_rate=SR, n_fft=1024, hop_length=256, n_mels=96)
     with pytest.raises(CacheMismatchError) as info:
-        MelCache(cache.root, frontend_params=cache_params(other))
+        MelStore(store.root, frontend_params=cache_params(other))
     message = str(info.value)
-    assert str(cache.root) in message
+    assert str(store.root) in message
     assert "n_mels: expected 96, found 128" in message
     assert "hop_length: expected 256, found 512" in message
     assert "sample_rate" not in message  # only what differs
     with pytest.raises(CacheMismatchError, match="dtype: expected 'float16', found 'float32'"):
-        MelCache(cache.root, frontend_params=cache_params(frontend, dtype="float16"))
+        MelStore(store.root, frontend_params=cache_params(frontend, dtype="float16"))
     with pytest.raises(ValueError, match="dtype"):
-        MelCache(tmp_path / "other", frontend_params=frontend.params())  # caller must pass the full params
+        MelStore(tmp_path / "other", frontend_params=frontend.params())  # caller must pass the full params
 
 
-def test_write_refuses_non_finite_and_bad_shapes(cache, tmp_path, frontend):
+def test_write_refuses_non_finite_bad_shapes_and_duplicates(store, tmp_path, frontend):
     for bad in (np.nan, np.inf):
         mel = random_mel()
         mel[3, 2] = bad
         with pytest.raises(ValueError, match="'t-bad'.*NaN/inf"):
-            cache.write("t-bad", mel)
+            store.write("t-bad", mel)
     with pytest.raises(ValueError, match="'t-bad'.*shape"):
-        cache.write("t-bad", random_mel()[:64])
-    assert not cache.has("t-bad")
-    half = MelCache(tmp_path / "half", frontend_params=cache_params(frontend, dtype="float16"))
+        store.write("t-bad", random_mel()[:64])
+    assert not store.has("t-bad")
+    half = MelStore(tmp_path / "half", frontend_params=cache_params(frontend, dtype="float16"))
     with pytest.raises(ValueError, match="float16"):
         half.write("loud", np.full((128, 3), 1e5, dtype=np.float32))  # overflows float16 to inf
+    store.write("once", random_mel())
+    with pytest.raises(ValueError, match="'once' is already in the mel store"):
+        store.write("once", random_mel(seed=1))
 
 
-def test_track_ids_map_to_safe_distinct_paths(cache):
-    plain = cache.path_for("track-01_v2.mp3")
-    assert plain.name == "track-01_v2.mp3.npy"
-    assert plain.parent.parent == cache.root and re.fullmatch(r"[0-9a-f]{2}", plain.parent.name)
+def test_any_track_id_is_stored(store):
     odd = ["a/b c", "a_b_c", "../escape", ".hidden", "ünïcödé", "日本の歌", "x" * 300, "Abc", "abc"]
-    paths = [cache.path_for(t) for t in odd]
-    assert len(set(paths)) == len(odd)
-    for track_id, path in zip(odd, paths):
-        assert path.parent.parent == cache.root
-        assert re.fullmatch(r"[A-Za-z0-9._=-]{1,210}\.npy", path.name), path.name
-        assert not path.name.startswith(".")
-        cache.write(track_id, random_mel(seed=len(track_id)))
+    with store.writer() as writer:
+        for track_id in odd:
+            writer.add(track_id, random_mel(seed=len(track_id)))
     for track_id in odd:
-        np.testing.assert_array_equal(cache.read(track_id), random_mel(seed=len(track_id)))
-    # a plain id spelled like a hashed name cannot take a hashed id's file
-    hashed = cache.path_for("a/b c")
-    assert cache.path_for(hashed.stem.replace("=", "-")) != hashed
+        np.testing.assert_array_equal(store.read(track_id), random_mel(seed=len(track_id)).T)
+    assert sorted(p.name for p in store.root.iterdir() if not p.name.startswith(".")) == [
+        "manifest.json", "shard-00000.idx.npz", "shard-00000.mel"]  # ids never become file names
 
 
-def test_leftover_temp_file_is_never_an_entry(cache, tracks, frontend):
-    track_id, path = tracks[0]
-    final = cache.path_for(track_id)
-    final.parent.mkdir(parents=True)
-    # what a writer killed mid-write leaves behind: a hidden, truncated temp file next to the entry
-    good = mel_from_file(path, frontend)
-    with open(final.parent / f".{final.name}.k1ll3d.tmp", "wb") as f:
-        np.save(f, good)
-    truncated = final.parent / f".{final.name}.k1ll3d.tmp"
-    truncated.write_bytes(truncated.read_bytes()[:200])
-    assert not cache.has(track_id)
-    with pytest.raises(FileNotFoundError, match=track_id):
-        cache.read(track_id)
-    outcome = prepare_mels(cache, tracks[:1], frontend, progress=False)
-    assert outcome.n_computed == 1
-    np.testing.assert_array_equal(cache.read(track_id), good)
+def test_shards_roll_over_and_each_reader_process_opens_them_once(tmp_path, frontend):
+    store = MelStore(tmp_path / "mels", frontend_params=cache_params(frontend))
+    with store.writer(shard_bytes=10 * 128 * 4) as writer:  # 10 frames per shard
+        for i in range(5):
+            writer.add(f"t{i}", random_mel(n_frames=6, seed=i))
+    assert store.shard_names == ["shard-00000", "shard-00001", "shard-00002"]
+    where = store.locate([f"t{i}" for i in range(5)])
+    assert where.shard.tolist() == [0, 0, 1, 1, 2]
+    crops = store.read_frames(where, np.zeros(5, dtype=np.int64), 6)
+    for i in range(5):
+        np.testing.assert_array_equal(crops[i], random_mel(n_frames=6, seed=i).T)
+    assert len(store._fds) == 3  # one descriptor per shard, kept
 
 
-def test_failed_write_leaves_no_entry_and_no_temp(cache, monkeypatch):
-    def save_half_then_die(f, arr, allow_pickle):
-        f.write(b"\x93NUMPY partial")
-        raise KeyboardInterrupt
+WRITE_THEN_DIE = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from tagretrieval.audio import MelFrontend, MelStore, cache_params
+    store = MelStore(sys.argv[1], frontend_params=cache_params(MelFrontend()))
+    with store.writer(commit_seconds=3600, commit_tracks=1000) as writer:
+        for i in range(3):
+            writer.add(f"t{i}", np.full((128, 5), float(i), dtype=np.float32))
+        writer.commit()
+        for i in range(3, 6):
+            writer.add(f"t{i}", np.full((128, 5), float(i), dtype=np.float32))
+        os._exit(9)  # SIGKILL-like: no clean-up, three tracks appended but never committed
+""")
 
-    monkeypatch.setattr(np, "save", save_half_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        cache.write("t1", random_mel())
-    assert not cache.has("t1")
-    assert list(cache.path_for("t1").parent.iterdir()) == []
+
+def test_a_writer_killed_mid_way_loses_only_its_uncommitted_tail(tmp_path, frontend):
+    root = tmp_path / "mels"
+    done = subprocess.run([sys.executable, "-c", WRITE_THEN_DIE, str(root)], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    store = MelStore(root, frontend_params=cache_params(frontend))
+    assert sorted(store.track_ids) == ["t0", "t1", "t2"]  # what the manifest committed, no more
+    assert (root / "shard-00000.mel").stat().st_size > 3 * 5 * 128 * 4  # (part of) the dead tail is on disk
+    with store.writer() as writer:  # the next writer cuts it away and appends after the committed frames
+        writer.add("t3", np.full((128, 5), 3.0, dtype=np.float32))
+    assert (root / "shard-00000.mel").stat().st_size == 4 * 5 * 128 * 4
+    reopened = MelStore(root, frontend_params=cache_params(frontend))
+    for i in range(4):
+        np.testing.assert_array_equal(reopened.read(f"t{i}"), np.full((5, 128), float(i)))
 
 
-# --- prepare_mels ---------------------------------------------------------------------------------------
+# --- prepare_mels ---------------------------------------------------------------------------------------------
 
 
 class DiesAfter(MelFrontend):
@@ -165,53 +205,83 @@ class DiesAfter(MelFrontend):
 
 def test_prepare_is_resumable_and_equals_an_uninterrupted_run(tmp_path, frontend, tracks):
     ids = [t for t, _ in tracks]
-    reference = MelCache(tmp_path / "reference", frontend_params=cache_params(frontend))
+    reference = MelStore(tmp_path / "reference", frontend_params=cache_params(frontend))
     full = prepare_mels(reference, tracks, frontend, progress=False)
     assert full.done == ids and full.n_computed == 6 and full.skipped == {}
 
-    cache = MelCache(tmp_path / "resumed", frontend_params=cache_params(frontend))
+    store = MelStore(tmp_path / "resumed", frontend_params=cache_params(frontend))
     with pytest.raises(RuntimeError, match="killed"):
-        prepare_mels(cache, tracks, DiesAfter(k=3), progress=False)
-    assert [cache.has(t) for t in ids] == [True] * 3 + [False] * 3
-    resumed = prepare_mels(cache, tracks, frontend, progress=True)
+        prepare_mels(store, tracks, DiesAfter(k=3), progress=False)
+    assert [store.has(t) for t in ids] == [True] * 3 + [False] * 3  # a crash still commits what was computed
+    resumed = prepare_mels(store, tracks, frontend, progress=True)
     assert resumed.n_computed == 3  # only the missing ones
     assert resumed.done == ids and resumed.skipped == {}
-    assert entry_bytes(cache, ids) == entry_bytes(reference, ids)
-    again = prepare_mels(cache, tracks, DiesAfter(k=0), progress=False)  # nothing left: never calls the front end
+    assert {t: v.tobytes() for t, v in contents(store).items()} == \
+        {t: v.tobytes() for t, v in contents(reference).items()}
+    again = prepare_mels(store, tracks, DiesAfter(k=0), progress=False)  # nothing left: never calls the front end
     assert again.n_computed == 0 and again.done == ids
-    np.testing.assert_array_equal(cache.read("track2"), mel_from_file(tracks[2][1], frontend))
+    np.testing.assert_array_equal(store.read("track2"), mel_from_file(tracks[2][1], frontend).T)
 
 
-def test_prepare_skips_bad_audio_with_reasons(tmp_path, cache, frontend, tracks):
-    corrupt, silent, short, text = (tmp_path / n for n in ("corrupt.wav", "silent.flac", "short.wav", "notes.txt"))
+def test_prepare_skips_bad_audio_with_reasons(tmp_path, store, frontend, tracks):
+    corrupt, silent, short, text, empty = (tmp_path / n for n in
+                                          ("corrupt.wav", "silent.flac", "short.wav", "notes.txt", "empty.mp3"))
     corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
     sf.write(silent, np.zeros(2 * SR), SR)
     sf.write(short, 0.3 * np.sin(np.linspace(0, 2000, SR // 4)), SR)
     text.write_text("la la la")
-    items = [tracks[0], ("corrupt", corrupt), ("silent", silent), tracks[1], ("short", short), ("text", text)]
-    outcome = prepare_mels(cache, items, frontend, min_seconds=0.5, progress=False)
+    empty.write_bytes(b"")
+    items = [tracks[0], ("corrupt", corrupt), ("silent", silent), tracks[1], ("short", short), ("text", text),
+             ("empty", empty)]
+    outcome = prepare_mels(store, items, frontend, min_seconds=0.5, progress=False)
     assert outcome.done == ["track0", "track1"] and outcome.n_computed == 2
-    assert list(outcome.skipped) == ["corrupt", "silent", "short", "text"]
+    assert list(outcome.skipped) == ["corrupt", "silent", "short", "text", "empty"]
     assert outcome.skipped["corrupt"].startswith("decode error: ") and str(corrupt) in outcome.skipped["corrupt"]
     assert outcome.skipped["silent"] == "silent"
     assert outcome.skipped["short"].startswith("too short: 0.25 s")
     assert outcome.skipped["text"].startswith("decode error: ") and "extension" in outcome.skipped["text"]
-    assert not any(cache.has(t) for t in outcome.skipped)
+    assert outcome.skipped["empty"].startswith("empty: ") and "0 bytes" in outcome.skipped["empty"]
+    assert not any(store.has(t) for t in outcome.skipped)
 
 
 def test_prepare_with_workers_is_identical_to_in_process(tmp_path, frontend, tracks):
     ids = [t for t, _ in tracks]
     items = tracks + [("missing", tmp_path / "missing.wav")]
-    serial = MelCache(tmp_path / "serial", frontend_params=cache_params(frontend))
-    parallel = MelCache(tmp_path / "parallel", frontend_params=cache_params(frontend))
+    serial = MelStore(tmp_path / "serial", frontend_params=cache_params(frontend))
+    parallel = MelStore(tmp_path / "parallel", frontend_params=cache_params(frontend))
     a = prepare_mels(serial, items, frontend, num_workers=0, progress=False)
     b = prepare_mels(parallel, items, frontend, num_workers=2, progress=False)
     assert a == b and a.done == ids  # same order and reasons, whatever order the workers finished in
-    assert entry_bytes(parallel, ids) == entry_bytes(serial, ids)
+    assert {t: v.tobytes() for t, v in contents(parallel).items()} == \
+        {t: v.tobytes() for t, v in contents(serial).items()}
 
 
-def test_prepare_refuses_another_frontend_and_duplicate_ids(cache, tracks):
+def test_prepare_refuses_another_frontend_and_duplicate_ids(store, tracks):
     with pytest.raises(CacheMismatchError, match="n_mels: expected 64, found 128"):
-        prepare_mels(cache, tracks, MelFrontend(n_mels=64), progress=False)
+        prepare_mels(store, tracks, MelFrontend(n_mels=64), progress=False)
     with pytest.raises(ValueError, match="'track0' appears more than once"):
-        prepare_mels(cache, tracks + tracks[:1], MelFrontend(), progress=False)
+        prepare_mels(store, tracks + tracks[:1], MelFrontend(), progress=False)
+
+
+# --- the old per-file cache -----------------------------------------------------------------------------------
+
+
+def test_an_old_per_file_cache_is_converted_without_recomputing(tmp_path, frontend, tracks):
+    root = tmp_path / "mels"
+    legacy = LegacyMelCache(root, frontend_params=cache_params(frontend))
+    for track_id, path in tracks[:4]:
+        legacy.write(track_id, mel_from_file(path, frontend))
+    with pytest.raises(LegacyCacheError, match="mode=prepare"):  # the loader says what to do, never reads it
+        MelStore.open(root, frontend=frontend)
+
+    store = open_for_prepare(root, frontend_params=cache_params(frontend))
+    counting = DiesAfter(k=2)  # two tracks are not in the old cache; a third computation would crash
+    outcome = prepare_mels(store, tracks, counting, progress=False)
+    assert outcome.n_converted == 4 and outcome.n_computed == 2 and counting.calls == 2
+    assert not (tmp_path / "mels.v1").exists() and len(store) == 6
+    for track_id, path in tracks:
+        np.testing.assert_array_equal(store.read(track_id), mel_from_file(path, frontend).T)
+    with pytest.raises(CacheMismatchError, match="n_mels"):  # an old cache of other parameters is refused too
+        LegacyMelCache(tmp_path / "old", frontend_params=cache_params(MelFrontend(n_mels=64)))
+        open_for_prepare(tmp_path / "old", frontend_params=cache_params(frontend))
+    assert os.path.isdir(tmp_path / "old")

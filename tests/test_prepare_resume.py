@@ -1,15 +1,15 @@
-"""A preparation killed half-way (SIGKILL, as by the OOM killer or a pre-empted job) resumes to the same cache.
+"""A preparation killed half-way (SIGKILL, as by the OOM killer or a pre-empted job) resumes to the same store.
 
 ``python main.py mode=prepare data=folder`` runs in a subprocess with 2 worker processes on 60 generated
-tracks and is killed once the mel cache holds a few entries; its orphaned workers should exit by themselves
-(they do not yet: the test then ends as an expected failure, after checking everything else). Running the
-same command again must finish the import, leave the entries that were already complete untouched (same
-inode and modification time: not recomputed) and give a cache byte-identical to that of an uninterrupted
-run.
+tracks and is killed once the mel store has committed a few tracks; its orphaned workers must exit by
+themselves. Running the same command again must finish the import, keep the committed tracks as they were (their
+bytes at the same place in the shard: not recomputed, not rewritten) and give a store whose every mel is
+byte-identical to that of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.data.prepared import PreparedDataset
 
 from conftest import REPO, run_task
@@ -45,9 +46,15 @@ def make_folder(root: Path) -> None:
     pd.DataFrame(rows).to_csv(root / "tags.csv", index=False)
 
 
-def entries(cache: Path) -> dict[str, os.stat_result]:
-    """Complete cache entries (hidden temp files of interrupted writes excluded): relative path -> stat."""
-    return {str(p.relative_to(cache)): p.stat() for p in cache.glob("*/*.npy") if not p.name.startswith(".")}
+def entries(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Committed tracks of the mel store at ``root``: id -> (shard, first frame, the mel's bytes); {} before any."""
+    try:
+        store = MelStore.open(root, frontend=MelFrontend())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    ids = store.track_ids
+    where = store.locate(ids)
+    return {t: (int(where.shard[i]), int(where.offset[i]), store.read(t).tobytes()) for i, t in enumerate(ids)}
 
 
 def prepare_args(root: Path, run_dir: Path) -> list[str]:
@@ -103,17 +110,16 @@ def test_killed_prepare_resumes_to_the_same_cache_without_recomputing(tmp_path):
     run_task(prepare_args(root, tmp_path / "run2")[:-1], tmp_path / "run2")
     final = entries(cache)
     assert len(final) == N_TRACKS and len(PreparedDataset.load(root / "prepared").tracks) == N_TRACKS
-    for name, before in interrupted.items():  # complete entries were neither recomputed nor rewritten
-        after = final[name]
-        assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    for name, before in interrupted.items():  # committed tracks were neither recomputed nor moved
+        assert final[name] == before
 
     # 3. byte-identical to an uninterrupted run
     run_task(prepare_args(reference_root, tmp_path / "run3")[:-1], tmp_path / "run3")
     reference_cache = reference_root / "prepared" / "mels"
-    assert entries(reference_cache).keys() == final.keys()
+    reference = entries(reference_cache)
+    assert reference.keys() == final.keys()
     for name in final:
-        assert (cache / name).read_bytes() == (reference_cache / name).read_bytes(), name
+        assert final[name][2] == reference[name][2], name
 
-    if not workers_exited:  # everything above holds; this known defect of prepare_mels remains
-        pytest.xfail(f"prepare_mels' worker processes were still alive {ORPHAN_EXIT_S} s after their parent was "
-                     "killed: orphaned ProcessPoolExecutor workers block forever on the call queue")
+    assert workers_exited, f"prepare_mels' worker processes were still alive {ORPHAN_EXIT_S} s after their parent " \
+        "was killed"

@@ -1,23 +1,21 @@
-"""The MSD500 release's precomputed mel spectrograms, brought into a :class:`MelCache` without recomputing them.
+"""The MSD500 release's precomputed mel spectrograms, brought into the packed :class:`MelStore` without recomputing them.
 
 Layout: ``spec/ID[2]/ID[3]/ID[4]/ID.npy`` (3rd, 4th, 5th characters of the id), each ``[128, n_frames]``
 at 22,050 Hz, Hann window 1024, hop 512, 128 mel bands. Their log scaling, fmin/fmax and dtype are
 unverified: the cache says it was made with the configured front end (so that the datamodule opens it),
 and ``origin.json`` beside the cache manifest says where the mels really came from.
 
-A spectrogram that is already in the cache's dtype and at least ``pad_to_frames`` long is hard-linked into
-the cache (copied where the file system refuses links): at ~240k files this costs no disk and no decoding.
-Any other valid one (float64, float16, shorter) is cast and zero-padded on the right to ``pad_to_frames``,
-as the reference loader pads, and written. Missing, unreadable, wrongly shaped or non-finite files are
-skipped with a reason.
+Each valid spectrogram is read (by a pool of threads: the work is file I/O), cast to the store's dtype,
+zero-padded on the right to ``pad_to_frames`` when shorter (as the reference loader pads), transposed to the
+store's time-major layout and appended: no decoding, one pass over the release. (The per-file cache this store
+replaced could hard-link the release files; a crop of a ``[n_mels, n_frames]`` file touches the whole file, which
+is what the packed store avoids.) Missing, unreadable, wrongly shaped or non-finite files are skipped with a
+reason.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from tagretrieval.audio import MelCache, MelFrontend
+from tagretrieval.audio import MelFrontend, MelStore
+from tagretrieval.audio.store import check_mel
+from tagretrieval.files import atomic_write_json
 
 RELEASE_MEL_PARAMS: dict[str, int] = {"sample_rate": 22050, "n_fft": 1024, "hop_length": 512, "n_mels": 128}
 """What the release states about its spectrograms; the configured front end must agree."""
@@ -61,7 +61,7 @@ def claim_mel_origin(cache_root: Path, origin: dict) -> None:
                              "would train on mels of two kinds. Use another data.prepared_dir or delete it.")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(origin, indent=2, sort_keys=True))
+    atomic_write_json(path, origin, sort_keys=True)
 
 
 @dataclass
@@ -73,28 +73,10 @@ class SpecOutcome:
     how: dict[str, int] = field(default_factory=dict)
 
 
-def _place(source: Path, target: Path) -> str:
-    """Hard-link ``source`` to ``target`` (copy where links fail) through a hidden temp name, atomically."""
-    target.parent.mkdir(exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        try:
-            os.link(source, tmp)
-            how = "linked"
-        except OSError:
-            shutil.copyfile(source, tmp)
-            how = "copied"
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return how
-
-
-def _adopt(cache: MelCache, spec_dir: Path, track_id: str, pad_to_frames: int, check_values: bool) -> str:
-    """Bring one spectrogram into the cache; returns how (``cached``/``linked``/``copied``/``rewritten``) or
-    ``"skip:<reason>"``."""
-    if cache.has(track_id):
+def _load(store: MelStore, spec_dir: Path, track_id: str, pad_to_frames: int,
+          check_values: bool) -> np.ndarray | str:
+    """One release spectrogram as the store keeps it (``[n_frames, n_mels]``), ``"cached"``, or ``"skip:<reason>"``."""
+    if store.has(track_id):
         return "cached"
     try:
         source = spec_path(spec_dir, track_id)
@@ -103,48 +85,49 @@ def _adopt(cache: MelCache, spec_dir: Path, track_id: str, pad_to_frames: int, c
         return f"skip:missing spectrogram: {error}"
     except (ValueError, OSError, EOFError) as error:
         return f"skip:corrupt spectrogram: {track_id}: {error}"
-    if mel.ndim != 2 or mel.shape[0] != cache.n_mels or mel.shape[1] == 0:
-        return f"skip:bad spectrogram shape: {source} is {mel.shape}, expected [{cache.n_mels}, n_frames]"
+    if mel.ndim != 2 or mel.shape[0] != store.n_mels or mel.shape[1] == 0:
+        return f"skip:bad spectrogram shape: {source} is {mel.shape}, expected [{store.n_mels}, n_frames]"
     if mel.dtype.kind != "f":
         return f"skip:bad spectrogram dtype: {source} is {mel.dtype}, expected floats"
-    if check_values and not np.isfinite(mel).all():
+    try:
+        values = np.asarray(mel, dtype=np.float32)
+    except (ValueError, OSError) as error:  # a truncated file fails when its data is read
+        return f"skip:corrupt spectrogram: {track_id}: {error}"
+    if check_values and not np.isfinite(values).all():
         return f"skip:non-finite spectrogram: {source} has NaN/inf"
-    if mel.dtype == cache.dtype and mel.shape[1] >= pad_to_frames:
-        del mel
-        return _place(source, cache.path_for(track_id))
-    values = np.asarray(mel, dtype=np.float32)
     if values.shape[1] < pad_to_frames:
         values = np.pad(values, ((0, 0), (0, pad_to_frames - values.shape[1])))
     try:
-        cache.write(track_id, values)
+        return check_mel(track_id, values, n_mels=store.n_mels, dtype=store.dtype)
     except ValueError as error:  # NaN/inf, also after a cast to float16
         return f"skip:non-finite spectrogram: {error}"
-    return "rewritten"
 
 
-def adopt_spectrograms(cache: MelCache, spec_dir: Path, track_ids: Sequence[str], *, pad_to_frames: int,
+def adopt_spectrograms(store: MelStore, spec_dir: Path, track_ids: Sequence[str], *, pad_to_frames: int,
                        check_values: bool = True, num_workers: int = 0, progress: bool = True) -> SpecOutcome:
-    """Bring the release spectrograms of ``track_ids`` into ``cache`` (see the module docstring).
+    """Bring the release spectrograms of ``track_ids`` into ``store`` (see the module docstring).
 
-    Resumable: ids already in the cache are not touched. ``check_values`` reads every file once to refuse
-    NaN/inf (a full pass over the data); without it only the header, shape and file size are checked.
-    ``num_workers > 0`` runs that many threads (the work is file I/O).
+    Resumable: ids already in the store are not touched. ``check_values`` refuses NaN/inf (always checked after
+    a float16 cast). ``num_workers > 0`` reads with that many threads; this thread appends (one writer).
     """
     if not spec_dir.is_dir():
         raise FileNotFoundError(f"spectrogram folder not found: {spec_dir} (set data.spec_dir, or data.media)")
     done, skipped, how = [], {}, {}
 
-    def one(track_id: str) -> str:
-        return _adopt(cache, spec_dir, track_id, pad_to_frames, check_values)
+    def one(track_id: str) -> np.ndarray | str:
+        return _load(store, spec_dir, track_id, pad_to_frames, check_values)
 
     bar = tqdm(total=len(track_ids), unit="track", desc="spectrograms", disable=not progress)
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+    with store.writer() as writer, ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         for track_id, result in zip(track_ids, pool.map(one, track_ids)):
             bar.update()
-            if result.startswith("skip:"):
+            if isinstance(result, str) and result.startswith("skip:"):
                 skipped[track_id] = result[len("skip:"):]
-            else:
-                done.append(track_id)
-                how[result] = how.get(result, 0) + 1
+                continue
+            if isinstance(result, np.ndarray):
+                writer.add_stored(track_id, result)
+                result = "packed"
+            done.append(track_id)
+            how[result] = how.get(result, 0) + 1
     bar.close()
     return SpecOutcome(done=done, skipped=skipped, how=how)
