@@ -64,7 +64,7 @@ def bench_eval_metrics(*, n_tags: int = 100, n_songs: int = 20_000) -> dict:
 
 
 def bench_sampler(*, batch_sizes=(128, 1024), n_songs: int = 20_000, n_tags: int = 100, dim: int = 256) -> dict:
-    from tagretrieval.samplers import BalancedWeightedSampler, PositiveIndex, choose_negatives
+    from tagretrieval.samplers import BalancedWeightedPairSampler, PositiveIndex, choose_negatives
 
     rng = np.random.default_rng(0)
     labels = (rng.random((n_songs, n_tags)) < 0.03).astype(np.uint8)
@@ -74,7 +74,7 @@ def bench_sampler(*, batch_sizes=(128, 1024), n_songs: int = 20_000, n_tags: int
     out = {}
     for batch_size in batch_sizes:
         anchors, songs = torch.randn(batch_size, dim), torch.randn(batch_size, dim)
-        sampler = BalancedWeightedSampler(batch_size=batch_size)
+        sampler = BalancedWeightedPairSampler(batch_size=batch_size)
 
         def ours():
             pairs = sampler.pairs(index, rng, batch_size)

@@ -16,7 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.metric_keys import METRICS, P_AT_10, PR_AUC, ROC_AUC
+from tagretrieval.metric_keys import PR_AUC, ROC_AUC, metrics, p_at
 from tagretrieval.reports.compare import Run, compare_runs, find_runs
 from tagretrieval.reports.compare import main as compare_main
 from tagretrieval.reports.neighbours import main as neighbours_main
@@ -59,14 +59,14 @@ def test_a_single_run_has_no_interval_and_bad_values_are_refused():
 # --- comparison over fake run folders --------------------------------------------------------------------------
 
 TARGETS = {"hybrid": "tagretrieval.models.HybridModel", "acoustic": "tagretrieval.models.AcousticModel",
-           "random": "tagretrieval.samplers.RandomSampler", "balanced": "tagretrieval.samplers.BalancedSampler"}
+           "random": "tagretrieval.samplers.RandomPairSampler", "balanced": "tagretrieval.samplers.BalancedPairSampler"}
 
 
 def write_run(run_dir: Path, *, model: str, sampler: str, seed: int, overall: float, era: float | None,
-              mood: float = 0.5, margin: float = 0.4, choices: bool = True) -> Path:
+              mood: float = 0.5, margin: float = 0.4, choices: bool = True, k: int = 10) -> Path:
     """A finished-run folder as main.py leaves it: ``.hydra/config.yaml`` (+ ``hydra.yaml``), ``metrics/test.json``.
 
-    Every metric of a column gets the same value shifted per metric: PR-AUC = v, P@10 = v - 0.1, ROC-AUC = v + 0.2.
+    Every metric of a column gets the same value shifted per metric: PR-AUC = v, P@k = v - 0.1, ROC-AUC = v + 0.2.
     """
     (run_dir / ".hydra").mkdir(parents=True)
     config = {"mode": "train", "seed": seed, "progress": False,
@@ -80,15 +80,15 @@ def write_run(run_dir: Path, *, model: str, sampler: str, seed: int, overall: fl
         (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
 
     def row(value: float) -> dict:
-        return {PR_AUC: value, P_AT_10: value - 0.1, ROC_AUC: value + 0.2}
+        return {PR_AUC: value, p_at(k): value - 0.1, ROC_AUC: value + 0.2}
 
     per_category = {"mood": {**row(mood), "n_tags": 1}}
     per_tag = {"happy": {**row(mood), "n_positives": 5, "category": "mood"}}
     if era is not None:
         per_category["era"] = {**row(era), "n_tags": 1}
         per_tag["sixties"] = {**row(era), "n_positives": 5, "category": "era"}
-    results = RetrievalResults(split="test", n_songs=50, per_tag=per_tag, per_category=per_category,
-                               macro=row(overall), skipped_tags={})
+    results = RetrievalResults(split="test", n_songs=50, k=k, per_tag=per_tag, per_category=per_category,
+                               macro=row(overall), skipped_tags={}, notes=[])
     (run_dir / "metrics").mkdir()
     results.to_json(run_dir / "metrics" / "test.json")
     return run_dir
@@ -121,7 +121,7 @@ def test_comparison_means_and_intervals_equal_hand_computed_ones(multirun):
     hybrid_random = groups["hybrid", "random"].estimates
     assert hybrid_random[PR_AUC, "overall"].mean == pytest.approx(0.6)
     assert hybrid_random[PR_AUC, "overall"].half_width == pytest.approx(T_975[2] * 0.1 / math.sqrt(3), rel=1e-6)
-    assert hybrid_random[P_AT_10, "overall"].mean == pytest.approx(0.5)  # shifted values, same spread
+    assert hybrid_random[p_at(10), "overall"].mean == pytest.approx(0.5)  # shifted values, same spread
     assert hybrid_random[ROC_AUC, "era"].mean == pytest.approx(0.5)
     assert hybrid_random[ROC_AUC, "era"].half_width == pytest.approx(T_975[2] * 0.1 / math.sqrt(3), rel=1e-6)
     hybrid_balanced = groups["hybrid", "balanced"].estimates[PR_AUC, "overall"]
@@ -205,6 +205,17 @@ def test_pooling_runs_that_differ_in_more_than_the_seed_is_flagged(tmp_path):
     assert not any("differ in" in note for note in by_margin.notes)
 
 
+def test_comparison_names_precision_by_its_k_and_refuses_mixed_cutoffs(tmp_path):
+    for seed in (1, 2):
+        write_run(tmp_path / str(seed), model="hybrid", sampler="random", seed=seed, overall=0.5, era=0.1, k=5)
+    comparison = compare_runs([Run.load(p) for p in find_runs([tmp_path])], by=["model"])
+    assert comparison.metrics == (PR_AUC, "p_at_5", ROC_AUC)
+    assert "## P@5" in comparison.to_markdown() and "P@10" not in comparison.to_markdown()
+    write_run(tmp_path / "3", model="hybrid", sampler="random", seed=3, overall=0.5, era=0.1, k=10)
+    with pytest.raises(ValueError, match=r"mix P@k cut-offs \[5, 10\]"):
+        compare_runs([Run.load(p) for p in find_runs([tmp_path])], by=["model"])
+
+
 def test_find_runs_sorts_job_numbers_naturally_and_names_empty_folders(tmp_path):
     for job in ("10", "2", "1"):
         write_run(tmp_path / "sweep" / job, model="hybrid", sampler="random", seed=int(job), overall=0.5, era=0.1)
@@ -252,7 +263,7 @@ def test_report_caches_scores_that_reproduce_the_run_metrics(reported_run, tmp_p
     saved = RetrievalResults.from_json(run_dir / "metrics" / "test.json")
     recomputed = scores.results(k=10)
     assert set(recomputed.per_tag) == set(saved.per_tag) and scores.scores.shape[1] == saved.n_songs
-    for name in METRICS:
+    for name in metrics(10):
         assert recomputed.macro[name] == pytest.approx(saved.macro[name], abs=1e-6)
     # the cache is used: a report no longer needs the checkpoint
     copy = tmp_path / "run"
@@ -292,10 +303,10 @@ def test_training_curves_from_tensorboard_events(tmp_path):
     writer = SummaryWriter(log_dir=str(tmp_path / "tensorboard"))
     for step, (loss, pr_auc) in enumerate([(0.9, 0.2), (0.6, 0.3), (0.4, 0.35)]):
         writer.add_scalar("train/loss_epoch", loss, step)
-        writer.add_scalar("valid/pr_auc", pr_auc, step)
+        writer.add_scalar("valid/pr_auc/macro", pr_auc, step)
     writer.close()
     log = read_training_log(tmp_path)
-    assert log.series("valid/pr_auc")["value"].tolist() == pytest.approx([0.2, 0.3, 0.35])
+    assert log.series("valid/pr_auc/macro")["value"].tolist() == pytest.approx([0.2, 0.3, 0.35])
     assert log.series("train/loss_epoch")["step"].tolist() == [0, 1, 2]
     assert_png(plot_training_curves(log, tmp_path / "curves.png"))
     assert read_training_log(tmp_path / "nothing") is None

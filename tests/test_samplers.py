@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tagretrieval.samplers import (
-    BalancedSampler, BalancedWeightedSampler, EpochBatchSampler, PositiveIndex, RandomSampler, choose_negatives,
+    BalancedPairSampler, BalancedWeightedPairSampler, EpochBatchSampler, PositiveIndex, RandomPairSampler, choose_negatives,
 )
 
 
@@ -24,7 +24,7 @@ def labels():
 def test_pairs_are_true_positives_from_the_training_rows(labels):
     rows = np.arange(10, 60)
     index = PositiveIndex.from_labels(labels, rows)
-    for sampler in (RandomSampler(batch_size=8), BalancedSampler(batch_size=8)):
+    for sampler in (RandomPairSampler(batch_size=8), BalancedPairSampler(batch_size=8)):
         pairs = sampler.pairs(index, np.random.default_rng(1), 2000)
         song, tag, position = pairs[:, 0].astype(int), pairs[:, 1].astype(int), pairs[:, 2]
         assert set(song) <= set(rows) and 59 not in set(song)
@@ -36,11 +36,11 @@ def test_balanced_draws_tags_uniformly_random_draws_songs_uniformly(labels):
     rows = np.arange(60)
     index = PositiveIndex.from_labels(labels, rows)
     n = 70_000
-    balanced = BalancedSampler(batch_size=8).pairs(index, np.random.default_rng(2), n)
+    balanced = BalancedPairSampler(batch_size=8).pairs(index, np.random.default_rng(2), n)
     tag_share = np.bincount(balanced[:, 1].astype(int), minlength=7) / n
     present = labels.sum(0) > 0
     assert np.allclose(tag_share[present], 1 / present.sum(), atol=0.01)  # rare tag 6 as often as tag 0
-    random = RandomSampler(batch_size=8).pairs(index, np.random.default_rng(3), n)
+    random = RandomPairSampler(batch_size=8).pairs(index, np.random.default_rng(3), n)
     song_share = np.bincount(random[:, 0].astype(int), minlength=60) / n
     tagged = labels.sum(1) > 0
     assert np.allclose(song_share[tagged], 1 / tagged.sum(), atol=0.006)
@@ -49,14 +49,15 @@ def test_balanced_draws_tags_uniformly_random_draws_songs_uniformly(labels):
     assert counts[0] > 10 * counts[6]
 
 
-def test_epoch_streams_are_seeded_and_distinct_per_rank_and_epoch(labels):
+def test_epoch_streams_are_a_function_of_seed_epoch_rank_and_batch(labels):
+    # the pure function only; that Lightning sets the epoch during Trainer.fit is tested in test_training_stream.py
     index = PositiveIndex.from_labels(labels, np.arange(60))
-    sampler = BalancedSampler(batch_size=8, pairs_per_epoch=64, seed=5)
+    sampler = BalancedPairSampler(batch_size=8, pairs_per_epoch=64, seed=5)
 
     def epoch(rank, world_size, number):
         batches = EpochBatchSampler(sampler, index, rank=rank, world_size=world_size)
         batches.set_epoch(number)
-        return list(batches)
+        return [batch.tolist() for batch in batches]
 
     assert epoch(0, 1, 0) == epoch(0, 1, 0)
     assert epoch(0, 1, 0) != epoch(0, 1, 1)
@@ -91,9 +92,14 @@ def test_weighted_negatives_follow_cosine_weights():
     ]).flatten()
     share = torch.bincount(draws, minlength=3).float() / len(draws)
     assert torch.allclose(share, torch.tensor([2 / 3, 1 / 3, 0.0]), atol=0.03)
-    assert BalancedWeightedSampler.negatives == "weighted" and BalancedSampler.negatives == "uniform"
+    assert BalancedWeightedPairSampler.negatives == "weighted" and BalancedPairSampler.negatives == "uniform"
 
 
-def test_batch_size_must_allow_in_batch_negatives():
+def test_batch_size_must_allow_in_batch_negatives_and_an_epoch_at_least_one_batch(labels):
     with pytest.raises(ValueError, match="batch_size"):
-        RandomSampler(batch_size=1)
+        RandomPairSampler(batch_size=1)
+    index = PositiveIndex.from_labels(labels, np.arange(60))
+    short = RandomPairSampler(batch_size=16, pairs_per_epoch=40)
+    assert len(EpochBatchSampler(short, index, world_size=2)) == 1
+    with pytest.raises(ValueError, match="pairs_per_epoch=40 is less than one batch on each of the 4 rank"):
+        EpochBatchSampler(short, index, world_size=4)  # no silent rounding up to one batch

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tagretrieval import metric_keys
+from tagretrieval.files import atomic_write
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """``dirpath/best.ckpt``: the highest validation PR-AUC (:data:`metric_keys.MONITOR`)."""
+    """``dirpath/best.ckpt``: the highest validation PR-AUC (:data:`metric_keys.MONITOR`).
+
+    Resuming into another run folder (``ckpt_path=OLD/checkpoints/last.ckpt``, the usual case: every run gets its
+    own folder) keeps the best model so far: Lightning would only remember the old best's path, forget its score and
+    then take the next validation as the best, however bad. Here the old best is copied into this run's
+    ``checkpoints/`` and its score kept, so a resumed run selects the same checkpoint as an uninterrupted one.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old_dirpath = state_dict.get("dirpath")
+        super().load_state_dict(state_dict)
+        old_best, score = state_dict.get("best_model_path"), state_dict.get("best_model_score")
+        if old_dirpath is None or self.dirpath is None or Path(old_dirpath) == Path(self.dirpath):
+            return
+        if not old_best or score is None or not Path(old_best).is_file():
+            return
+        target = Path(self.dirpath) / Path(old_best).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda f: f.write(Path(old_best).read_bytes()))
+        self.best_model_path = self.kth_best_model_path = str(target)
+        self.best_model_score = self.kth_value = score
+        self.best_k_models = {str(target): score}
 
     def __init__(self, *, dirpath: str) -> None:
         super().__init__(

@@ -95,8 +95,17 @@ class PairSampler:
         self.seed = seed
 
     def batches_per_epoch(self, world_size: int) -> int:
-        """Batches per rank and epoch: the epoch's pairs shared across ranks (full batches only)."""
-        return max(1, self.pairs_per_epoch // (self.batch_size * world_size))
+        """Batches per rank and epoch: the epoch's pairs shared across ranks (full batches only).
+
+        Raises:
+            ValueError: ``pairs_per_epoch`` is smaller than one batch on every rank (no silent rounding up).
+        """
+        per_step = self.batch_size * world_size
+        if self.pairs_per_epoch < per_step:
+            raise ValueError(f"sampler.pairs_per_epoch={self.pairs_per_epoch} is less than one batch on each of the "
+                             f"{world_size} rank(s) (sampler.batch_size={self.batch_size} x {world_size} = "
+                             f"{per_step}): raise pairs_per_epoch or lower batch_size")
+        return self.pairs_per_epoch // per_step
 
     def rng(self, *, epoch: int, rank: int, batch: int) -> np.random.Generator:
         """Independent stream per (seed, epoch, rank, batch): ranks never draw the same pairs."""
@@ -117,21 +126,22 @@ class PairSampler:
             song = index.tag_songs[index.tag_start[tag] + (u[:, 1] * count).astype(np.int64)]
         return np.stack([index.songs[song], tag, u[:, 2]], axis=1)
 
-class RandomSampler(PairSampler):
+
+class RandomPairSampler(PairSampler):
     """Reference ``random``: a song uniformly, then one of its tags; uniform in-batch negatives."""
 
     kind = "song"
     negatives = "uniform"
 
 
-class BalancedSampler(PairSampler):
+class BalancedPairSampler(PairSampler):
     """Reference ``balanced``: a tag uniformly, then one of its songs; uniform in-batch negatives."""
 
     kind = "tag"
     negatives = "uniform"
 
 
-class BalancedWeightedSampler(PairSampler):
+class BalancedWeightedPairSampler(PairSampler):
     """Reference ``balanced-weighted``: balanced pairs; negatives weighted by (cos + 1) / 2."""
 
     kind = "tag"
@@ -139,26 +149,30 @@ class BalancedWeightedSampler(PairSampler):
 
 
 class EpochBatchSampler(Sampler):
-    """A DataLoader ``batch_sampler`` yielding lists of (row, tag, crop) tuples for one rank.
+    """The training DataLoader's ``sampler``: yields one key per batch, ``float64 [batch_size, 3]`` rows of
+    (dataset row of the positive song, anchor tag, crop position in [0, 1)), for one rank.
 
-    Lightning calls :meth:`set_epoch` at each epoch start, so a resumed run continues the same stream.
+    Batch ``b`` of epoch ``e`` on rank ``r`` is a pure function of ``(seed, e, r, b)``. Lightning calls
+    :meth:`set_epoch` on ``dataloader.sampler`` at every epoch start (``trainer.fit_loop`` restores the epoch
+    counter from a checkpoint), so every epoch draws fresh pairs and crops and a resumed run continues the
+    stream of an uninterrupted one. Use it with ``DataLoader(..., sampler=this, batch_size=None)``.
     """
 
     def __init__(self, sampler: PairSampler, index: PositiveIndex, *, rank: int = 0, world_size: int = 1) -> None:
-        self.sampler = sampler
+        self.pair_sampler = sampler
         self.index = index
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.n_batches = sampler.batches_per_epoch(world_size)  # raises early for an epoch shorter than a batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.sampler.batches_per_epoch(self.world_size)
+        return self.n_batches
 
     def __iter__(self):
-        for batch in range(len(self)):
-            rng = self.sampler.rng(epoch=self.epoch, rank=self.rank, batch=batch)
-            rows = self.sampler.pairs(self.index, rng, self.sampler.batch_size)
-            yield [(int(r), int(t), float(c)) for r, t, c in rows]
+        for batch in range(self.n_batches):
+            rng = self.pair_sampler.rng(epoch=self.epoch, rank=self.rank, batch=batch)
+            yield self.pair_sampler.pairs(self.index, rng, self.pair_sampler.batch_size)

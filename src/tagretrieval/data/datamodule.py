@@ -1,15 +1,33 @@
-"""From a prepared dataset to batches: training pairs, and whole songs for evaluation."""
+"""From a prepared dataset to batches: training pairs, and whole songs for evaluation.
+
+Every loader here fetches whole batches: its sampler yields one key per batch (``[batch, 3]`` pairs for training,
+an array of rows for evaluation), the dataset turns a key into a collated batch with one read per crop from the
+packed mel store, and the DataLoader runs with ``batch_size=None``. That removes 128 Python calls and a collate per
+batch, and it puts the pair stream's epoch where Lightning sets it: Lightning calls ``set_epoch`` on
+``dataloader.sampler``, which is our :class:`~tagretrieval.samplers.EpochBatchSampler`.
+"""
 
 from __future__ import annotations
+
+import os
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tagretrieval.audio import MelCache
+from tagretrieval.audio import MelStore
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.samplers import EpochBatchSampler, PairSampler, PositiveIndex
+
+MAX_DEFAULT_WORKERS = 8
+"""``loader.num_workers: null`` means ``min(8, CPU cores)`` loader processes."""
+
+
+def default_num_workers() -> int:
+    """``min(MAX_DEFAULT_WORKERS, cores this process may use)``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(MAX_DEFAULT_WORKERS, cores)
 
 
 def chunk_starts(n_frames: int, *, chunk_frames: int, n_chunks: int) -> np.ndarray:
@@ -18,90 +36,145 @@ def chunk_starts(n_frames: int, *, chunk_frames: int, n_chunks: int) -> np.ndarr
     return np.arange(n_chunks, dtype=np.int64) * hop
 
 
-def crop(mel: np.ndarray, start: int, chunk_frames: int) -> np.ndarray:
-    """``mel[:, start:start + chunk_frames]`` as float32 ``[n_mels, chunk_frames]``, zero-padded on the right."""
-    piece = np.array(mel[:, start:start + chunk_frames], dtype=np.float32)  # a copy: the cache is read-only
-    if piece.shape[1] < chunk_frames:
-        piece = np.pad(piece, ((0, 0), (0, chunk_frames - piece.shape[1])))
-    return piece
+def crop_starts(n_frames: np.ndarray, positions: np.ndarray, *, chunk_frames: int) -> np.ndarray:
+    """Training crop starts ``int64 [B]`` for songs of ``n_frames [B]`` at ``positions [B]`` in [0, 1)."""
+    return (np.asarray(positions) * np.maximum(1, np.asarray(n_frames) - chunk_frames + 1)).astype(np.int64)
+
+
+def to_model_layout(crops: np.ndarray) -> torch.Tensor:
+    """Store crops ``[..., chunk_frames, n_mels]`` (float16/32) -> the models' float32 ``[..., n_mels, chunk_frames]``."""
+    return torch.from_numpy(np.ascontiguousarray(np.swapaxes(crops, -1, -2), dtype=np.float32))
 
 
 class SongInputs:
-    """Reads the inputs of one song: mel crops from the cache (memory-mapped), CF vector, labels."""
+    """Reads the inputs of songs by dataset row: mel crops from the packed store, CF vectors, features, labels.
 
-    def __init__(self, dataset: PreparedDataset, *, mel_cache: MelCache | None, use_cf: bool, use_features: bool,
+    Args:
+        dataset: the prepared dataset.
+        mel_store: its mel store, or None for models that do not use audio.
+        use_cf, use_features: include ``cf [B, cf_dim]`` / ``features [B, n_features]``.
+        chunk_frames: frames per crop / evaluation chunk.
+    """
+
+    def __init__(self, dataset: PreparedDataset, *, mel_store: MelStore | None, use_cf: bool, use_features: bool,
                  chunk_frames: int) -> None:
-        self.track_ids = dataset.track_ids
         self.labels = dataset.labels
         self.cf = dataset.cf if use_cf else None
         self.features = dataset.features if use_features else None
-        self.mel_cache = mel_cache
+        self.mel_store = mel_store
         self.chunk_frames = chunk_frames
+        # where each row's mel lives: located once, so a batch needs no per-track lookups
+        self.locations = mel_store.locate(dataset.track_ids) if mel_store is not None else None
 
-    def item(self, row: int, *, crop_position: float | None = None, n_chunks: int | None = None) -> dict:
-        """One song: ``labels [n_tags]``, ``cf [cf_dim]``, ``features [n_features]``, and either one training crop ``mel [n_mels, chunk]``
-        placed at ``crop_position`` in [0, 1), or ``n_chunks`` evaluation chunks ``mel [n_chunks, n_mels, chunk]``."""
-        out = {"row": row, "labels": torch.from_numpy(self.labels[row].astype(np.float32))}
+    def batch(self, rows: np.ndarray, *, crop_positions: np.ndarray | None = None,
+              n_chunks: int | None = None) -> dict[str, torch.Tensor]:
+        """Songs ``rows [B]``: ``row [B]``, ``labels [B, n_tags]``, ``cf``, ``features``, and either one training crop
+        each, ``mel [B, n_mels, chunk_frames]`` placed at ``crop_positions [B]`` in [0, 1), or ``n_chunks`` evaluation
+        chunks each, ``mel [B, n_chunks, n_mels, chunk_frames]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = {"row": torch.from_numpy(rows.copy()),
+               "labels": torch.from_numpy(np.asarray(self.labels[rows], dtype=np.float32))}
         if self.cf is not None:
-            out["cf"] = torch.from_numpy(self.cf[row])
+            out["cf"] = torch.from_numpy(np.asarray(self.cf[rows], dtype=np.float32))
         if self.features is not None:
-            out["features"] = torch.from_numpy(self.features[row])
-        if self.mel_cache is not None:
-            mel = self.mel_cache.read(self.track_ids[row])
-            if crop_position is not None:
-                start = int(crop_position * max(1, mel.shape[1] - self.chunk_frames + 1))
-                out["mel"] = torch.from_numpy(crop(mel, start, self.chunk_frames))
+            out["features"] = torch.from_numpy(np.asarray(self.features[rows], dtype=np.float32))
+        if self.mel_store is not None:
+            loc = self.locations
+            where = type(loc)(shard=loc.shard[rows], offset=loc.offset[rows], n_frames=loc.n_frames[rows])
+            if crop_positions is not None:
+                starts = crop_starts(where.n_frames, crop_positions, chunk_frames=self.chunk_frames)
+                out["mel"] = to_model_layout(self.mel_store.read_frames(where, starts, self.chunk_frames))
             else:
-                starts = chunk_starts(mel.shape[1], chunk_frames=self.chunk_frames, n_chunks=n_chunks)
-                out["mel"] = torch.from_numpy(np.stack([crop(mel, s, self.chunk_frames) for s in starts]))
+                starts = np.stack([chunk_starts(int(t), chunk_frames=self.chunk_frames, n_chunks=n_chunks)
+                                   for t in where.n_frames])  # [B, n_chunks]
+                repeated = type(loc)(*(np.repeat(a, n_chunks) for a in (where.shard, where.offset, where.n_frames)))
+                crops = self.mel_store.read_frames(repeated, starts.ravel(), self.chunk_frames)
+                out["mel"] = to_model_layout(crops.reshape(len(rows), n_chunks, self.chunk_frames, -1))
         return out
 
+    def item(self, row: int, *, crop_position: float | None = None, n_chunks: int | None = None) -> dict:
+        """One song, as :meth:`batch` gives it without the batch axis."""
+        batch = self.batch(np.array([row]), n_chunks=n_chunks,
+                           crop_positions=None if crop_position is None else np.array([crop_position]))
+        return {name: value[0] for name, value in batch.items()}
 
-class PairDataset(Dataset):
-    """Indexed by (row, tag, crop position) tuples from :class:`EpochBatchSampler`."""
+
+class PairBatchDataset(Dataset):
+    """Key: ``[batch, 3]`` (dataset row of the positive song, anchor tag, crop position) from
+    :class:`EpochBatchSampler`; value: the whole batch (:meth:`SongInputs.batch` plus ``tag [batch]``)."""
 
     def __init__(self, inputs: SongInputs) -> None:
         self.inputs = inputs
 
-    def __getitem__(self, key: tuple[int, int, float]) -> dict:
-        row, tag, position = key
-        item = self.inputs.item(row, crop_position=position)
-        item["tag"] = tag
-        return item
+    def __getitem__(self, key: np.ndarray) -> dict[str, torch.Tensor]:
+        key = np.asarray(key)
+        batch = self.inputs.batch(key[:, 0].astype(np.int64), crop_positions=key[:, 2])
+        batch["tag"] = torch.from_numpy(key[:, 1].astype(np.int64))
+        return batch
 
 
-class SongDataset(Dataset):
-    """Every song of a split with its evaluation chunks ``mel [n_chunks, n_mels, chunk_frames]``."""
+class SongBatchDataset(Dataset):
+    """Key: an array of positions into ``rows``; value: those songs with their ``n_chunks`` evaluation chunks."""
 
     def __init__(self, inputs: SongInputs, rows: np.ndarray, *, n_chunks: int) -> None:
         self.inputs = inputs
-        self.rows = rows
+        self.rows = np.asarray(rows, dtype=np.int64)
         self.n_chunks = n_chunks
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict:
-        return self.inputs.item(int(self.rows[i]), n_chunks=self.n_chunks)
+    def __getitem__(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        return self.inputs.batch(self.rows[np.asarray(positions, dtype=np.int64)], n_chunks=self.n_chunks)
 
 
-class ShardSampler(Sampler):
-    """Rank ``r`` of ``w`` gets items ``r, r + w, ...``: every song evaluated exactly once, no padding duplicates."""
+class ShardBatchSampler(Sampler):
+    """Rank ``r`` of ``w`` gets items ``r, r + w, ...`` in batches of ``batch_size``: every song evaluated exactly
+    once, no padding duplicates."""
 
-    def __init__(self, n: int, *, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, n, world_size))
+    def __init__(self, n: int, *, batch_size: int, rank: int, world_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        indices = np.arange(rank, n, world_size, dtype=np.int64)
+        self.batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.batches)
 
     def __iter__(self):
-        return iter(self.indices)
+        return iter(self.batches)
+
+
+def song_loader(inputs: SongInputs, rows: np.ndarray, *, n_chunks: int, batch_size: int, rank: int = 0,
+                world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
+                prefetch_factor: int | None = None) -> DataLoader:
+    """Batches of whole songs ``rows`` (this rank's shard), in row order within the shard."""
+    dataset = SongBatchDataset(inputs, rows, n_chunks=n_chunks)
+    sampler = ShardBatchSampler(len(dataset), batch_size=batch_size, rank=rank, world_size=world_size)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers else None)
+
+
+def subset_rows(rows: np.ndarray, *, max_songs: int | None, seed: int) -> np.ndarray:
+    """``rows`` itself, or a seeded subset of ``max_songs`` of them in their original order."""
+    if max_songs is None or max_songs >= len(rows):
+        return rows
+    if max_songs < 1:
+        raise ValueError(f"max_songs must be >= 1 or null, got {max_songs}")
+    keep = np.random.default_rng([seed, len(rows)]).choice(len(rows), size=max_songs, replace=False)
+    return rows[np.sort(keep)]
 
 
 class TagRetrievalDataModule(L.LightningDataModule):
     """Training pairs from a :class:`PairSampler`; validation/test songs sharded across ranks without padding.
 
     Run the trainer with ``use_distributed_sampler=False``: this module shards by itself.
+
+    Args:
+        n_eval_chunks: chunks averaged per song at test (and retrieval/export: the model's own setting).
+        n_valid_chunks: chunks per song at validation (fewer is cheaper; model selection only).
+        max_valid_songs: validate on a seeded subset of this many valid songs (None: all of them).
+        num_workers, pin_memory, prefetch_factor: the DataLoaders' (workers persist across epochs).
     """
 
     def __init__(
@@ -109,48 +182,64 @@ class TagRetrievalDataModule(L.LightningDataModule):
         *,
         dataset: PreparedDataset,
         sampler: PairSampler,
-        mel_cache: MelCache | None,
+        mel_store: MelStore | None,
         use_cf: bool,
         use_features: bool,
         chunk_frames: int,
         n_eval_chunks: int,
+        n_valid_chunks: int | None = None,
+        max_valid_songs: int | None = None,
         eval_batch_size: int = 16,
         num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if use_cf and dataset.cf is None:
             raise ValueError(f"the model needs CF vectors, but dataset '{dataset.name}' has none ({dataset.root})")
         if use_features and dataset.features is None:
             raise ValueError(f"the model needs song features, but dataset '{dataset.name}' has none ({dataset.root})")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.dataset = dataset
         self.sampler = sampler
-        self.inputs = SongInputs(dataset, mel_cache=mel_cache, use_cf=use_cf, use_features=use_features,
+        self.inputs = SongInputs(dataset, mel_store=mel_store, use_cf=use_cf, use_features=use_features,
                                  chunk_frames=chunk_frames)
         self.n_eval_chunks = n_eval_chunks
+        self.n_valid_chunks = n_eval_chunks if n_valid_chunks is None else n_valid_chunks
+        self.max_valid_songs = max_valid_songs
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.seed = seed
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+    def _loader_options(self) -> dict:
+        return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                "prefetch_factor": self.prefetch_factor if self.num_workers else None}
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
         index = PositiveIndex.from_labels(self.dataset.labels, self.dataset.split_indices("train"))
         batches = EpochBatchSampler(self.sampler, index, rank=rank, world_size=world_size)
-        return self._loader(PairDataset(self.inputs), batch_sampler=batches)
+        return DataLoader(PairBatchDataset(self.inputs), sampler=batches, batch_size=None,
+                          persistent_workers=self.num_workers > 0, **self._loader_options())
 
-    def songs_dataloader(self, split: str) -> DataLoader:
+    def songs_dataloader(self, split: str, *, n_chunks: int | None = None,
+                         max_songs: int | None = None) -> DataLoader:
         rank, world_size = self._rank()
-        songs = SongDataset(self.inputs, self.dataset.split_indices(split), n_chunks=self.n_eval_chunks)
-        return self._loader(songs, batch_size=self.eval_batch_size,
-                            sampler=ShardSampler(len(songs), rank=rank, world_size=world_size))
+        rows = subset_rows(self.dataset.split_indices(split), max_songs=max_songs, seed=self.seed)
+        return song_loader(self.inputs, rows, n_chunks=self.n_eval_chunks if n_chunks is None else n_chunks,
+                           batch_size=self.eval_batch_size, rank=rank, world_size=world_size,
+                           **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self.songs_dataloader("valid")
+        return self.songs_dataloader("valid", n_chunks=self.n_valid_chunks, max_songs=self.max_valid_songs)
 
     def test_dataloader(self) -> DataLoader:
         return self.songs_dataloader("test")
