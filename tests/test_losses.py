@@ -47,8 +47,10 @@ def test_triplet_valid_mask_averages_valid_rows_only():
     assert float(loss(anchor, positive, negative)) == pytest.approx(sum(losses) / 3, abs=1e-6)
     valid = torch.tensor([True, False, True])
     assert float(loss(anchor, positive, negative, valid)) == pytest.approx(0.2, abs=1e-6)
-    with pytest.raises(ValueError, match="no valid triplet"):
-        loss(anchor, positive, negative, torch.zeros(3, dtype=torch.bool))
+    none_valid = loss(anchor.requires_grad_(), positive, negative, torch.zeros(3, dtype=torch.bool))
+    assert float(none_valid) == 0.0  # no NaN; the training module fails an epoch without any valid triplet
+    none_valid.backward()
+    assert torch.equal(anchor.grad, torch.zeros_like(anchor))
     with pytest.raises(ValueError, match="bool"):
         loss(anchor, positive, negative, torch.ones(3))
 

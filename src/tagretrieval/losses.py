@@ -46,9 +46,11 @@ class TripletLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.Triplet
             anchor: tag embeddings ``Tensor[B, D]``.
             positive: songs carrying the tag ``Tensor[B, D]``.
             negative: songs not carrying it ``Tensor[B, D]``.
-            valid: ``Tensor[B]`` bool; False rows (e.g. no negative could be sampled) are ignored.
+            valid: ``Tensor[B]`` bool; False rows (e.g. no negative could be sampled) are ignored. A batch without
+                any valid row gives a loss of 0 (no gradient); checking that here would cost a host-device sync per
+                step, so the training module counts valid rows and fails at the end of an epoch that had none.
         Raises:
-            ValueError: mis-shaped inputs or no valid row (a zero loss would silently stop training).
+            ValueError: mis-shaped inputs.
         """
         _check_pair("positive", anchor, positive)
         _check_pair("negative", anchor, negative)
@@ -59,9 +61,8 @@ class TripletLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.Triplet
             return losses.mean()
         if valid.shape != losses.shape or valid.dtype != torch.bool:
             raise ValueError(f"valid must be a bool tensor [{losses.shape[0]}], got {valid.dtype} {list(valid.shape)}")
-        if not bool(valid.any()):
-            raise ValueError("TripletLoss got a batch with no valid triplet")
-        return losses[valid].mean()
+        weights = valid.to(losses.dtype)
+        return (losses * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.InfoNCELoss"):

@@ -21,8 +21,11 @@ from tagretrieval.samplers import NEGATIVE_MODES, choose_negatives
 
 
 def scores_matrix(tag_embeddings: torch.Tensor, song_embeddings: torch.Tensor) -> torch.Tensor:
-    """Cosine similarities ``[n_tags, n_songs]`` from ``tag_embeddings [n_tags, D]``, ``song_embeddings [n_songs, D]``."""
-    return F.normalize(tag_embeddings, dim=-1) @ F.normalize(song_embeddings, dim=-1).T
+    """Cosine similarities float32 ``[n_tags, n_songs]`` from ``tag_embeddings [n_tags, D]``, ``song_embeddings
+    [n_songs, D]`` (any float dtypes: under mixed precision the embeddings may come out in half precision; the
+    scores, and so the metrics, are always computed in float32)."""
+    with torch.autocast(device_type=song_embeddings.device.type, enabled=False):
+        return F.normalize(tag_embeddings.float(), dim=-1) @ F.normalize(song_embeddings.float(), dim=-1).T
 
 
 def song_inputs(batch: dict) -> dict[str, torch.Tensor]:
@@ -43,6 +46,16 @@ class TagRetrievalModule(L.LightningModule):
         negatives: ``"uniform"`` or ``"weighted"`` in-batch negative choice (from the sampler).
         optimizer: ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``); not needed to evaluate.
         tag_encoder: the tag encoder's settings, kept so that queries can be embedded later.
+        data_config: the data it is trained on, ``{"data": importer config, "audio": front-end config,
+            "chunk_frames": int}`` (plain values), kept so that ``ckpt_path=`` modes use the same data by default.
+        channels_last: run the CNN in the channels-last memory layout (faster convolutions on recent GPUs).
+        compile_cnn: ``torch.compile`` the CNN when training or evaluating starts (``nn.Module.compile``: the
+            state dict keeps its keys). Neither is saved in the checkpoint: they are how to run, not what was learnt.
+
+    Training is reproducible across a resume: the pair stream is a function of the epoch (the sampler), the negatives
+    of the step (:meth:`_negative_generator`), and the global random state that dropout draws from is reseeded at
+    every step from (seed, step, rank) (:meth:`on_train_batch_start`), so nothing depends on what else consumed
+    random numbers before (e.g. DataLoader iterators drawing their base seeds, which differ after a resume).
     """
 
     def __init__(
@@ -60,6 +73,9 @@ class TagRetrievalModule(L.LightningModule):
         seed: int = 0,
         k: int = 10,
         tag_encoder: Mapping | None = None,
+        data_config: Mapping | None = None,
+        channels_last: bool = False,
+        compile_cnn: bool = False,
     ) -> None:
         super().__init__()
         model = build_from_spec(model) if isinstance(model, Mapping) else model
@@ -73,6 +89,7 @@ class TagRetrievalModule(L.LightningModule):
             "model": model.spec(), "loss": loss.spec(), "tags": list(tags), "categories": list(categories),
             "word_dim": word_dim, "train_tag_vectors": train_tag_vectors, "negatives": negatives, "seed": seed,
             "k": k, "tag_encoder": dict(tag_encoder) if tag_encoder is not None else None,
+            "data_config": dict(data_config) if data_config is not None else None,
         })
         self._hparams_initial = copy.deepcopy(self._hparams)
         self.model = model
@@ -86,6 +103,9 @@ class TagRetrievalModule(L.LightningModule):
         else:
             self.register_buffer("tag_vectors", vectors)
         self.optimizer_factory = optimizer
+        self.channels_last = channels_last
+        self.compile_cnn = compile_cnn
+        self._valid_triplets = None  # device tensor: valid triplets of this epoch, checked once at its end
         self.results: dict[str, RetrievalResults] = {}
         # split -> (scores [n_tags, n_songs], relevance [n_tags, n_songs]) of the last evaluation, songs in row order
         self.scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -99,15 +119,31 @@ class TagRetrievalModule(L.LightningModule):
         """Embeddings ``[n_tags, D]`` of the whole vocabulary (before normalisation)."""
         return self.model.embed_tags(self.tag_vectors)
 
+    def configure_model(self) -> None:
+        """Apply the run-time options (once, before training or evaluation)."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        cnn = getattr(self.model, "cnn", None)
+        if self.compile_cnn and cnn is not None and not getattr(cnn, "_compiled_by_tagretrieval", False):
+            cnn.compile()
+            cnn._compiled_by_tagretrieval = True
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise RuntimeError("no optimizer given: this module was loaded for evaluation only")
         return self.optimizer_factory(self.parameters())
 
+    def _step_seed(self, stream: int) -> int:
+        """A seed for this step's random stream ``stream``: a function of (seed, global step, rank) only."""
+        state = np.random.SeedSequence([self.hparams["seed"], self.global_step, self.global_rank, stream])
+        return int(state.generate_state(1)[0])
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        torch.manual_seed(self._step_seed(1))  # dropout and modality dropout (CPU and every CUDA device)
+
     def _negative_generator(self) -> torch.Generator:
-        state = np.random.SeedSequence([self.hparams["seed"], self.global_step, self.global_rank]).generate_state(1)
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(int(state[0]))
+        generator.manual_seed(self._step_seed(0))
         return generator
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -115,23 +151,37 @@ class TagRetrievalModule(L.LightningModule):
         anchors = self.model.embed_tags(self.tag_vectors[tag])
         songs = self.model.embed_songs(**song_inputs(batch))
         positive = batch["labels"][:, tag].T.bool()           # [anchor i, song j]: song j carries tag i
-        if self.loss.needs_negatives:
-            index, valid = choose_negatives(
-                anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
-                mode=self.hparams["negatives"], generator=self._negative_generator(),
-            )
-            loss = self.loss(anchors, songs, songs[index], valid)
-        else:
-            loss = self.loss(anchors, songs, positive)
-        self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, prog_bar=True, on_step=True, on_epoch=True,
-                 batch_size=len(tag))
+        # the loss in float32 whatever the precision of the branches (bf16/fp16 cosines lose the margin's scale)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            anchors, songs = anchors.float(), songs.float()
+            if self.loss.needs_negatives:
+                index, valid = choose_negatives(
+                    anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
+                    mode=self.hparams["negatives"], generator=self._negative_generator(),
+                )
+                loss = self.loss(anchors, songs, songs[index], valid)
+                count = valid.sum()
+                self._valid_triplets = count if self._valid_triplets is None else self._valid_triplets + count
+            else:
+                loss = self.loss(anchors, songs, positive)
+        # no host sync per step: the step value is not on the progress bar (reading it there would wait for the GPU);
+        # the epoch mean is averaged over all DDP ranks (sync_dist) once, at the epoch's end
+        self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, on_step=True, on_epoch=True,
+                 sync_dist=True, batch_size=len(tag))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        valid, self._valid_triplets = self._valid_triplets, None
+        if valid is not None and int(valid) == 0:  # one sync per epoch
+            raise RuntimeError("no batch of this epoch had a valid triplet (every song of every batch carried the "
+                               "anchor's tag): the loss was zero and nothing was learnt. Check the labels, or raise "
+                               "sampler.batch_size")
 
     # evaluation: every rank embeds its shard of the songs, then all ranks gather the whole split
     def _eval_step(self, batch: dict) -> None:
         inputs = song_inputs(batch)
         embeddings = self.model.embed_song_chunks(inputs.pop("mel", None), **inputs)
-        self._eval_outputs.append((batch["row"], embeddings.detach(), batch["labels"]))
+        self._eval_outputs.append((batch["row"], embeddings.detach().float(), batch["labels"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -161,7 +211,9 @@ class TagRetrievalModule(L.LightningModule):
 
     def _eval_epoch_end(self, split: str) -> None:
         songs, labels = self._gather()
-        scores = scores_matrix(self.tag_embeddings(), songs).float().cpu().numpy()
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            tags = self.model.embed_tags(self.tag_vectors.float())
+        scores = scores_matrix(tags, songs).cpu().numpy()
         relevance = labels.T.cpu().numpy()
         results = RetrievalResults.compute(
             scores=scores, relevance=relevance, tags=self.tags, categories=self.hparams["categories"], split=split,

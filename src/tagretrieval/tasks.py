@@ -13,13 +13,15 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tagretrieval import metric_keys
-from tagretrieval.audio import MelCache, MelFrontend
+from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.checkpoints import is_ours, module_from_checkpoint, read_checkpoint
-from tagretrieval.data.datamodule import TagRetrievalDataModule
+from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
+from tagretrieval.data.lock import exclusive, lock_path_for
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.report import copy_report
 from tagretrieval.evaluation import RetrievalResults, write_results
@@ -28,6 +30,7 @@ from tagretrieval.models.reference import model_from_reference
 from tagretrieval.module import TagRetrievalModule
 from tagretrieval.reports.run_report import scores_path
 from tagretrieval.reports.scores import ScoreMatrix
+from tagretrieval.shared_vectors import settings_key, shared_tag_matrix
 from tagretrieval.tag_encoders import resolve_missing
 
 log = logging.getLogger(__name__)
@@ -41,21 +44,40 @@ class Prepared:
 
 
 def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
-    """Import (or reuse) the prepared dataset; copy its report into the run folder."""
+    """Import (or reuse) the prepared dataset; copy its report into the run folder.
+
+    One process at a time (DDP ranks, parallel sweep jobs) runs the import of a prepared folder: the first to take
+    its lock imports, the others then find the import done and load it (:mod:`tagretrieval.data.lock`).
+    """
     frontend = instantiate(cfg.audio)
     importer = instantiate(cfg.data)
-    dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
+    with exclusive(lock_path_for(importer.prepared_dir), purpose=f"import of {importer.prepared_dir}"):
+        dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
     report = copy_report(importer.prepared_dir, output_dir)
     log.info("prepared dataset '%s' at %s: %d tracks, %d tags%s", dataset.name, importer.prepared_dir,
              len(dataset.tracks), len(dataset.tags), f" (report: {report})" if report else "")
     return Prepared(dataset=dataset, frontend=frontend, prepared_dir=Path(importer.prepared_dir))
 
 
-def tag_vectors(cfg: DictConfig, dataset: PreparedDataset) -> tuple[PreparedDataset, np.ndarray, bool]:
-    """Word vectors of the dataset's tags from ``cfg.tag_encoder``; tags without one are refused or dropped."""
+def tag_vectors(cfg: DictConfig, dataset: PreparedDataset, *,
+                shared_in: Path | None = None) -> tuple[PreparedDataset, np.ndarray, bool]:
+    """Word vectors of the dataset's tags from ``cfg.tag_encoder``; tags without one are refused or dropped.
+
+    With ``shared_in`` (the run folder), the first process of the run computes them and the other ranks load them
+    (:mod:`tagretrieval.shared_vectors`): one process per run folder reads the word-vector file.
+    """
     encoder = instantiate(cfg.tag_encoder)
-    vectors, missing = encoder.vectors(dataset.tags, train_tag_lists=dataset.tag_lists(metric_keys.TRAIN))
-    kept, vectors, dropped = resolve_missing(dataset.tags, vectors, missing, drop_missing=encoder.drop_missing)
+
+    def compute() -> tuple[list[str], np.ndarray, list[str]]:
+        vectors, missing = encoder.vectors(dataset.tags, train_tag_lists=dataset.tag_lists(metric_keys.TRAIN))
+        return resolve_missing(dataset.tags, vectors, missing, drop_missing=encoder.drop_missing)
+
+    if shared_in is None:
+        kept, vectors, dropped = compute()
+    else:
+        key = settings_key({"tag_encoder": OmegaConf.to_container(cfg.tag_encoder, resolve=True),
+                            "tags": dataset.tags, "prepared_dir": str(dataset.root), "source": dataset.source})
+        kept, vectors, dropped = shared_tag_matrix(shared_in, key=key, compute=compute)
     if dropped:
         log.warning("dropped %d tag(s) without a word vector: %s", len(dropped), ", ".join(dropped))
     return dataset.select_tags(kept), vectors, encoder.trainable
@@ -74,25 +96,49 @@ def build_model(cfg: DictConfig, dataset: PreparedDataset) -> TagRetrievalModel:
 
 def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalModel,
                      dataset: PreparedDataset) -> TagRetrievalDataModule:
-    mel_cache = None
+    mel_store = None
     if model.uses_audio:
         if not dataset.has_mels:
             raise ValueError(f"model {type(model).__name__} needs audio, but dataset '{dataset.name}' at {dataset.root} "
                              "was imported without a mel cache (data=fma data.input=features: use model=features, "
                              "or import with data.input=audio)")
-        mel_cache = MelCache.open(prepared.prepared_dir / "mels", frontend=prepared.frontend)
+        mel_store = MelStore.open(prepared.prepared_dir / "mels", frontend=prepared.frontend)
+    loader = cfg.loader
     return TagRetrievalDataModule(
-        dataset=dataset, sampler=instantiate(cfg.sampler), mel_cache=mel_cache, use_cf=model.uses_cf,
+        dataset=dataset, sampler=instantiate(cfg.sampler), mel_store=mel_store, use_cf=model.uses_cf,
         use_features=model.uses_features,
         chunk_frames=cfg.chunk_frames, n_eval_chunks=cfg.n_eval_chunks,
-        eval_batch_size=cfg.loader.eval_batch_size, num_workers=cfg.loader.num_workers,
+        n_valid_chunks=cfg.validation.n_chunks, max_valid_songs=cfg.validation.max_songs,
+        eval_batch_size=loader.eval_batch_size, seed=cfg.seed,
+        num_workers=default_num_workers() if loader.num_workers is None else loader.num_workers,
+        pin_memory=on_gpu(cfg) if loader.pin_memory is None else loader.pin_memory,
+        prefetch_factor=loader.prefetch_factor,
     )
+
+
+def on_gpu(cfg: DictConfig) -> bool:
+    """Whether the trainer runs on CUDA devices (``trainer.accelerator`` gpu/cuda, or auto with CUDA present)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def trainer_settings(cfg: DictConfig) -> dict:
+    """Trainer arguments decided from the device: bf16 falls back to fp16 on GPUs without bf16 (before Ampere),
+    and ``benchmark: null`` turns cuDNN's autotuner on unless the run is deterministic (input shapes are fixed)."""
+    settings = {}
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision.startswith("bf16") and on_gpu(cfg) and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        settings["precision"] = precision.replace("bf16", "16")
+        log.warning("this GPU has no bfloat16: trainer.precision=%s instead of %s", settings["precision"], precision)
+    if "benchmark" in cfg.trainer and cfg.trainer.benchmark is None and on_gpu(cfg):
+        settings["benchmark"] = cfg.trainer.get("deterministic") is not True
+    return settings
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_settings(cfg))
 
 
 def finish(trainer: L.Trainer, module: TagRetrievalModule, dataset: PreparedDataset,
@@ -114,13 +160,14 @@ def finish(trainer: L.Trainer, module: TagRetrievalModule, dataset: PreparedData
 
 def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     prepared = prepare_data(cfg, output_dir)
-    dataset, vectors, trainable = tag_vectors(cfg, prepared.dataset)
+    dataset, vectors, trainable = tag_vectors(cfg, prepared.dataset, shared_in=output_dir)
     model = build_model(cfg, dataset)
     module = TagRetrievalModule(
         model=model, loss=instantiate(cfg.loss), tags=dataset.tags, categories=dataset.categories,
         word_dim=vectors.shape[1], tag_vectors=vectors, train_tag_vectors=trainable,
         negatives=get_class(cfg.sampler._target_).negatives, optimizer=instantiate(cfg.optimizer),
         seed=cfg.seed, k=cfg.top_k, tag_encoder=OmegaConf.to_container(cfg.tag_encoder, resolve=True),
+        channels_last=cfg.performance.channels_last, compile_cnn=cfg.performance.compile,
     )
     datamodule = build_datamodule(cfg, prepared, model, dataset)
     trainer = build_trainer(cfg, output_dir)
@@ -139,13 +186,14 @@ def test(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
         module = module_from_checkpoint(checkpoint)
         dataset = _align_tags(prepared.dataset, module.tags)
     else:
-        dataset, vectors, _ = tag_vectors(cfg, prepared.dataset)
+        dataset, vectors, _ = tag_vectors(cfg, prepared.dataset, shared_in=output_dir)
         model = model_from_reference(checkpoint["state_dict"])
         module = TagRetrievalModule(
             model=model, loss=instantiate(cfg.loss), tags=dataset.tags, categories=dataset.categories,
             word_dim=vectors.shape[1], tag_vectors=vectors, seed=cfg.seed, k=cfg.top_k,
             tag_encoder=OmegaConf.to_container(cfg.tag_encoder, resolve=True),
         )
+    module.channels_last, module.compile_cnn = cfg.performance.channels_last, cfg.performance.compile
     datamodule = build_datamodule(cfg, prepared, module.model, dataset)
     trainer = build_trainer(cfg, output_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)

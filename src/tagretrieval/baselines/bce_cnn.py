@@ -4,7 +4,7 @@ The strongest peer approach on a fixed vocabulary (Won et al. 2020, "Evaluation 
 tagging models"): the same :class:`~tagretrieval.models.ShortChunkCNN` as the retrieval models, then
 ``fc -> BatchNorm -> ReLU -> dropout -> fc`` to one logit per tag, trained with binary cross-entropy on random
 ``chunk_frames`` crops of the train songs' cached log-mels. Evaluation cuts each song into ``n_eval_chunks``
-chunks exactly as the retrieval models' evaluation does (``SongDataset``), averages the chunks' sigmoid
+chunks exactly as the retrieval models' evaluation does (``song_loader``), averages the chunks' sigmoid
 probabilities, and ranks the songs of each tag by that probability: the same ``RetrievalResults`` as a trained
 retrieval model. The checkpoint callback keeps the best valid macro PR-AUC (:data:`metric_keys.MONITOR`),
 which is then evaluated on the test split.
@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from tagretrieval import metric_keys
-from tagretrieval.audio import MelCache
+from tagretrieval.audio import MelStore
 from tagretrieval.baselines.context import BaselineContext, evaluate_scores, write_split
 from tagretrieval.baselines.taggers import restrict_categories
-from tagretrieval.data.datamodule import SongDataset, SongInputs
+from tagretrieval.data.datamodule import SongInputs, song_loader
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import MLPBranch, ShortChunkCNN
 
@@ -81,9 +81,10 @@ class BCETagger(L.LightningModule):
         return self.head(self.cnn(mel))
 
     def song_probabilities(self, mel_chunks: Tensor) -> Tensor:
-        """``mel_chunks [B, n_chunks, n_mels, chunk_frames]`` -> mean chunk probability ``Tensor[B, n_tags]``."""
+        """``mel_chunks [B, n_chunks, n_mels, chunk_frames]`` -> mean chunk probability float32 ``Tensor[B, n_tags]``."""
         batch, n_chunks, n_mels, n_frames = mel_chunks.shape
-        probabilities = torch.sigmoid(self(mel_chunks.reshape(batch * n_chunks, n_mels, n_frames)))
+        logits = self(mel_chunks.reshape(batch * n_chunks, n_mels, n_frames))
+        probabilities = torch.sigmoid(logits.float())  # float32 under mixed precision: half precision ties scores
         return probabilities.reshape(batch, n_chunks, -1).mean(dim=1)
 
     def configure_optimizers(self):
@@ -161,15 +162,16 @@ class BCECNNBaseline:
         if context.make_trainer is None or context.frontend is None:
             raise ValueError("bce_cnn needs a trainer factory and the mel front end in its BaselineContext")
         dataset = restrict_categories(context.dataset, self.categories)
-        mel_cache = MelCache.open(dataset.mel_dir, frontend=context.frontend)
-        inputs = SongInputs(dataset, mel_cache=mel_cache, use_cf=False, use_features=False,
+        mel_store = MelStore.open(dataset.mel_dir, frontend=context.frontend)
+        inputs = SongInputs(dataset, mel_store=mel_store, use_cf=False, use_features=False,
                             chunk_frames=self.chunk_frames)
         train = CropDataset(inputs, dataset.split_indices(metric_keys.TRAIN))
         train_loader = self._loader(train, batch_size=self.batch_size, drop_last=False,
                                     sampler=RandomSampler(train, num_samples=self.crops_per_epoch))
         valid_loader, test_loader = (
-            self._loader(SongDataset(inputs, dataset.split_indices(split), n_chunks=self.n_eval_chunks),
-                         batch_size=self.eval_batch_size) for split in (metric_keys.VALID, metric_keys.TEST))
+            song_loader(inputs, dataset.split_indices(split), n_chunks=self.n_eval_chunks,
+                        batch_size=self.eval_batch_size, num_workers=self.num_workers)
+            for split in (metric_keys.VALID, metric_keys.TEST))
         module = BCETagger(tags=dataset.tags, categories=dataset.categories, k=context.top_k, **self.network)
         trainer = context.make_trainer()
         if trainer.world_size > 1:
