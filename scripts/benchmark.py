@@ -47,12 +47,12 @@ def bench_eval_metrics(*, n_tags: int = 100, n_songs: int = 20_000) -> dict:
     scores = np.round(rng.standard_normal((n_tags, n_songs)) + relevance, 3)   # rounded: many ties
 
     def sklearn_loop():
-        out = {metric_keys.ROC_AUC: [], metric_keys.PR_AUC: [], metric_keys.P_AT_10: []}
+        out = {metric_keys.ROC_AUC: [], metric_keys.PR_AUC: [], metric_keys.p_at(10): []}
         for t in range(n_tags):
             out[metric_keys.ROC_AUC].append(roc_auc_score(relevance[t], scores[t]))
             out[metric_keys.PR_AUC].append(average_precision_score(relevance[t], scores[t]))
             top = np.argsort(-scores[t], kind="stable")[:10]
-            out[metric_keys.P_AT_10].append(relevance[t, top].mean())
+            out[metric_keys.p_at(10)].append(relevance[t, top].mean())
         return {k: np.asarray(v) for k, v in out.items()}
 
     ours_s = best_seconds(lambda: per_tag_metrics(scores, relevance), repeats=5)

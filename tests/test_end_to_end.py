@@ -15,11 +15,11 @@ from conftest import read_metrics, run_main, run_task
 
 def test_train_writes_metrics_checkpoints_and_logs(trained_run):
     metrics = read_metrics(trained_run)
-    assert set(metrics) == {"split", "n_songs", "macro", "per_category", "per_tag", "skipped_tags"}
-    assert set(metrics["macro"]) == set(metric_keys.METRICS)
+    assert set(metrics) == {"split", "n_songs", "k", "macro", "per_category", "per_tag", "skipped_tags", "notes"}
+    assert set(metrics["macro"]) == set(metric_keys.metrics(10)) and metrics["k"] == 10
     assert set(metrics["per_category"]) == {"instrument", "tempo", "mood", "location", "era"}
     for values in metrics["per_category"].values():
-        assert set(values) == {*metric_keys.METRICS, "n_tags"}
+        assert set(values) == {*metric_keys.metrics(10), "n_tags"}
     for tag, values in metrics["per_tag"].items():
         assert values["n_positives"] > 0 and 0.0 <= values[metric_keys.ROC_AUC] <= 1.0
     assert metrics["n_songs"] > 0

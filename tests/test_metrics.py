@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tagretrieval.evaluation import average_precision, per_tag_metrics, precision_at_k, roc_auc
-from tagretrieval.metric_keys import METRICS, P_AT_10, PR_AUC, ROC_AUC
+from tagretrieval.metric_keys import PR_AUC, ROC_AUC, metrics, p_at
 
 
 # naive oracles, one tag at a time
@@ -104,11 +104,12 @@ def test_precision_at_k_breaks_ties_by_lower_song_index(case, k):
 
 def test_per_tag_metrics_matches_the_single_metric_functions(case):
     scores, relevance = case
-    metrics = per_tag_metrics(scores, relevance, k=3)
-    assert tuple(metrics) == METRICS
-    np.testing.assert_array_equal(metrics[ROC_AUC], roc_auc(scores, relevance))
-    np.testing.assert_array_equal(metrics[PR_AUC], average_precision(scores, relevance))
-    np.testing.assert_array_equal(metrics[P_AT_10], precision_at_k(scores, relevance, k=3))
+    per_tag = per_tag_metrics(scores, relevance, k=3)
+    assert tuple(per_tag) == metrics(3) == (ROC_AUC, PR_AUC, p_at(3))  # P@k is named by its k
+    np.testing.assert_array_equal(per_tag[ROC_AUC], roc_auc(scores, relevance))
+    np.testing.assert_array_equal(per_tag[PR_AUC], average_precision(scores, relevance))
+    np.testing.assert_array_equal(per_tag[p_at(3)], precision_at_k(scores, relevance, k=3))
+    assert p_at(scores.shape[1]) in per_tag_metrics(scores, relevance, k=scores.shape[1] + 5)  # k capped at n_songs
 
 
 def test_torch_tensors_give_the_same_metrics_as_numpy():
@@ -116,7 +117,7 @@ def test_torch_tensors_give_the_same_metrics_as_numpy():
     scores = scores.astype(np.float32)
     from_numpy = per_tag_metrics(scores, relevance.astype(np.int64))
     from_torch = per_tag_metrics(torch.from_numpy(scores), torch.from_numpy(relevance.astype(np.float32)))
-    for name in METRICS:
+    for name in metrics(10):
         np.testing.assert_array_equal(from_torch[name], from_numpy[name])
 
 

@@ -100,7 +100,7 @@ def test_retrieving_a_training_tag_over_test_reproduces_the_evaluated_precision_
         rows = [row_of[hit["track_id"]] for hit in results[tag]]
         assert len(rows) == 10 and set(rows) <= test_rows
         precision = dataset.labels[rows, dataset.tags.index(tag)].mean()
-        assert precision == pytest.approx(metrics[tag][metric_keys.P_AT_10]), tag
+        assert precision == pytest.approx(metrics[tag][metric_keys.p_at(10)]), tag
 
 
 def test_a_multi_word_query_is_the_mean_of_its_tags_vectors(trained_run, synthetic_root):

@@ -73,7 +73,7 @@ class Selection:
     Attributes:
         tagger: the fitted pipeline of the best parameters.
         params: the best parameters (of the estimator).
-        grid: one row per grid point: its parameters, valid ``roc_auc``/``pr_auc``/``p_at_10``.
+        grid: one row per grid point: its parameters, valid ``roc_auc``/``pr_auc``/``p_at_<k>``.
         valid: the valid results of the best parameters (None when the valid split is empty).
     """
 
@@ -110,7 +110,8 @@ def select_on_valid(estimator: BaseEstimator, param_grid: Mapping[str, Sequence]
             valid = evaluate_scores(scores=tag_scores(tagger, X_valid), labels=Y_valid, tags=tags,
                                     categories=categories, split=metric_keys.VALID, k=k)
         rows.append({**{f"param_{n}": v for n, v in params.items()},
-                     **{f"valid_{m}": (valid.macro[m] if valid else np.nan) for m in metric_keys.METRICS}})
+                     **{f"valid_{m}": (valid.macro[m] if valid else np.nan)
+                        for m in (valid.metrics if valid else metric_keys.metrics(k))}})
         log.info("%s %s: valid pr_auc %s", type(estimator).__name__, params,
                  f"{valid.macro[metric_keys.PR_AUC]:.4f}" if valid else "-")
         if best is None or (valid and valid.macro[metric_keys.PR_AUC] > best[2].macro[metric_keys.PR_AUC]):

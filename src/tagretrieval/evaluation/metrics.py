@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tagretrieval.metric_keys import P_AT_10, PR_AUC, ROC_AUC
+from tagretrieval.metric_keys import PR_AUC, ROC_AUC, p_at
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -298,10 +298,11 @@ def per_tag_metrics(scores: ArrayLike, relevance: ArrayLike, *, k: int = 10) -> 
     Args:
         scores: ``float [n_tags, n_songs]``.
         relevance: ``{0, 1} [n_tags, n_songs]``.
-        k: precision cut-off (stored under ``P_AT_10`` whatever ``k`` is).
+        k: precision cut-off; ``k > n_songs`` uses ``n_songs``, and the key names the cut-off used.
 
     Returns:
-        ``{ROC_AUC, PR_AUC, P_AT_10}`` -> ``float64 [n_tags]``, NaN as in the single-metric functions.
+        ``{ROC_AUC, PR_AUC, p_at(min(k, n_songs))}`` -> ``float64 [n_tags]``, NaN as in the single-metric
+        functions.
     """
     _check_k(k)
     scores_np, relevance_np = to_arrays(scores, relevance)
@@ -309,5 +310,5 @@ def per_tag_metrics(scores: ArrayLike, relevance: ArrayLike, *, k: int = 10) -> 
     return {
         ROC_AUC: _roc_auc(ranking),
         PR_AUC: _average_precision(ranking),
-        P_AT_10: _precision_at_k(ranking, scores_np, relevance_np, k),
+        p_at(min(k, scores_np.shape[1])): _precision_at_k(ranking, scores_np, relevance_np, k),
     }

@@ -2,6 +2,10 @@
 
 A tag with no positive (or no negative) song in the split has no ROC-AUC / AP. Such tags are left
 out of every average and listed in ``skipped_tags`` with the reason, never scored as 0.
+
+Precision at k is named by the cut-off it was computed with (``p_at_10``). It is capped on small splits, and
+``notes`` says so: a tag with fewer than ``k`` positive songs scores at most ``n_positives / k``, and a split of
+fewer than ``k`` songs is scored at ``k = n_songs`` (the key then says ``p_at_<n_songs>``).
 """
 
 import csv
@@ -18,12 +22,12 @@ from rich.table import Table
 
 from tagretrieval import metric_keys
 from tagretrieval.evaluation.metrics import ArrayLike, per_tag_metrics, to_arrays
-from tagretrieval.metric_keys import METRICS
+from tagretrieval.files import atomic_write_json, atomic_write_text
 
 NO_POSITIVES = "no positive songs in split"
 NO_NEGATIVES = "no negative songs in split"
-_JSON_KEYS = ("split", "n_songs", "macro", "per_category", "per_tag", "skipped_tags")
-_CSV_COLUMNS = ("tag", "category", "n_positives", *METRICS)
+_JSON_KEYS = ("split", "n_songs", "k", "macro", "per_category", "per_tag", "skipped_tags", "notes")
+_CSV_INDEX = ("tag", "category", "n_positives")
 
 
 @dataclass
@@ -33,19 +37,24 @@ class RetrievalResults:
     Attributes:
         split: ``"train"``, ``"valid"`` or ``"test"``.
         n_songs: songs ranked for every tag.
-        per_tag: tag -> ``{roc_auc, pr_auc, p_at_10, n_positives, category}``; scored tags only.
-        per_category: category -> ``{roc_auc, pr_auc, p_at_10, n_tags}``, means over its scored
+        k: the precision cut-off used, ``min(k asked for, n_songs)``; its metric is ``p_at_<k>``.
+        per_tag: tag -> ``{roc_auc, pr_auc, p_at_<k>, n_positives, category}``; scored tags only.
+        per_category: category -> ``{roc_auc, pr_auc, p_at_<k>, n_tags}``, means over its scored
             tags; a category whose tags were all skipped is absent.
-        macro: ``{roc_auc, pr_auc, p_at_10}``, means over all scored tags (not over categories).
+        macro: ``{roc_auc, pr_auc, p_at_<k>}``, means over all scored tags (not over categories).
         skipped_tags: tag -> reason it was not scored.
+        notes: what caps the numbers on this split (P@k of tags with fewer than k positives, a split
+            smaller than k), in words.
     """
 
     split: str
     n_songs: int
+    k: int
     per_tag: dict[str, dict]
     per_category: dict[str, dict]
     macro: dict[str, float]
     skipped_tags: dict[str, str]
+    notes: list[str]
 
     @classmethod
     def compute(
@@ -66,7 +75,7 @@ class RetrievalResults:
             tags: ``n_tags`` unique tag names.
             categories: ``n_tags`` category names (``"genre"``, ``"mood"``), one per tag.
             split: one of ``metric_keys.SPLITS``.
-            k: precision cut-off.
+            k: precision cut-off; a split of fewer songs is scored at ``k = n_songs`` (and a note says so).
 
         Raises:
             ValueError: bad shapes or values (see ``metrics.to_arrays``), names that do not match the
@@ -77,6 +86,8 @@ class RetrievalResults:
         _check_names(tags=tags, categories=categories, n_tags=n_tags, split=split)
         n_positives = relevance_np.sum(axis=1)
         metrics = per_tag_metrics(scores_np, relevance_np, k=k)
+        k_used = min(k, n_songs)
+        names = metric_keys.metrics(k_used)
 
         per_tag: dict[str, dict] = {}
         skipped_tags: dict[str, str] = {}
@@ -86,7 +97,7 @@ class RetrievalResults:
             elif n_positives[i] == n_songs:
                 skipped_tags[tag] = NO_NEGATIVES
             else:
-                row = {name: float(metrics[name][i]) for name in METRICS}
+                row = {name: float(metrics[name][i]) for name in names}
                 per_tag[tag] = {**row, "n_positives": int(n_positives[i]), "category": category}
         if not per_tag:
             raise ValueError(
@@ -97,34 +108,37 @@ class RetrievalResults:
         per_category: dict[str, dict] = {}
         for category in sorted(set(row["category"] for row in per_tag.values())):
             rows = [row for row in per_tag.values() if row["category"] == category]
-            per_category[category] = {**_means(rows), "n_tags": len(rows)}
+            per_category[category] = {**_means(rows, names), "n_tags": len(rows)}
         return cls(
             split=split,
             n_songs=n_songs,
+            k=k_used,
             per_tag=per_tag,
             per_category=per_category,
-            macro=_means(list(per_tag.values())),
+            macro=_means(list(per_tag.values()), names),
             skipped_tags=skipped_tags,
+            notes=precision_notes(k=k, n_songs=n_songs, n_positives=[row["n_positives"] for row in per_tag.values()]),
         )
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric names of this result, ``(roc_auc, pr_auc, p_at_<k>)``."""
+        return metric_keys.metrics(self.k)
+
     def flat(self) -> dict[str, float]:
-        """Macro and per-category metrics under logger keys (``"test/pr_auc"``, ``"test/roc_auc/mood"``)."""
-        flat = {metric_keys.key(self.split, name): self.macro[name] for name in METRICS}
+        """Macro and per-category metrics under logger keys (``"test/pr_auc/macro"``, ``"test/roc_auc/mood"``)."""
+        flat = {metric_keys.key(self.split, name): self.macro[name] for name in self.metrics}
         for category, row in self.per_category.items():
-            flat.update({metric_keys.key(self.split, name, category): row[name] for name in METRICS})
+            flat.update({metric_keys.key(self.split, name, category): row[name] for name in self.metrics})
         return flat
 
-    def to_json(self, path: str | Path) -> None:
-        """Write every field to ``path`` as JSON (no NaN: skipped tags are not in ``per_tag``)."""
-        data = {
-            "split": self.split,
-            "n_songs": self.n_songs,
-            "macro": self.macro,
-            "per_category": self.per_category,
-            "per_tag": self.per_tag,
-            "skipped_tags": self.skipped_tags,
-        }
-        Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    def to_json(self, path: str | Path) -> Path:
+        """Write every field to ``path`` as JSON (no NaN: skipped tags are not in ``per_tag``), atomically.
+
+        Raises:
+            FileWriteError: ``path`` could not be written (nothing partial is left there).
+        """
+        return atomic_write_json(path, {name: getattr(self, name) for name in _JSON_KEYS})
 
     @classmethod
     def from_json(cls, path: str | Path) -> "RetrievalResults":
@@ -139,41 +153,53 @@ class RetrievalResults:
             raise ValueError(f"{path}: expected keys {list(_JSON_KEYS)}, found {found}")
         return cls(**{name: data[name] for name in _JSON_KEYS})
 
-    def to_csv(self, path: str | Path) -> None:
+    def to_csv(self, path: str | Path) -> Path:
         """Write one row per scored tag (columns ``tag, category, n_positives, roc_auc, pr_auc,
-        p_at_10``), sorted by category then tag."""
+        p_at_<k>``), sorted by category then tag, atomically.
+
+        Raises:
+            FileWriteError: ``path`` could not be written (nothing partial is left there).
+        """
+        columns = (*_CSV_INDEX, *self.metrics)
         rows = sorted(self.per_tag.items(), key=lambda item: (item[1]["category"], item[0]))
-        with open(path, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(_CSV_COLUMNS)
-            for tag, row in rows:
-                writer.writerow([tag, *(row[column] for column in _CSV_COLUMNS[1:])])
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        for tag, row in rows:
+            writer.writerow([tag, *(row[column] for column in columns[1:])])
+        return atomic_write_text(path, buffer.getvalue())
 
     def table(self) -> str:
         """A plain-text table: the macro row, one row per category, and the skipped-tag count."""
         table = Table(title=f"{self.split}: {len(self.per_tag)} tags x {self.n_songs} songs", box=box.ASCII2)
         table.add_column("")
         table.add_column("n_tags", justify="right")
-        for name in METRICS:
+        for name in self.metrics:
             table.add_column(name, justify="right")
-        table.add_row("macro", str(len(self.per_tag)), *(f"{self.macro[name]:.4f}" for name in METRICS))
+        table.add_row("macro", str(len(self.per_tag)), *(f"{self.macro[name]:.4f}" for name in self.metrics))
         table.add_section()
         for category, row in self.per_category.items():
-            table.add_row(category, str(row["n_tags"]), *(f"{row[name]:.4f}" for name in METRICS))
+            table.add_row(category, str(row["n_tags"]), *(f"{row[name]:.4f}" for name in self.metrics))
         buffer = io.StringIO()
         console = Console(file=buffer, width=100, color_system=None, force_terminal=False)
         console.print(table)
         skipped = ", ".join(f"{tag} ({reason})" for tag, reason in list(self.skipped_tags.items())[:5])
         more = ", ..." if len(self.skipped_tags) > 5 else ""
         console.print(f"skipped tags: {len(self.skipped_tags)}" + (f": {skipped}{more}" if skipped else ""))
+        for note in self.notes:
+            console.print(f"note: {note}")
         return buffer.getvalue()
 
 
 def write_results(results: RetrievalResults, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``out_dir/metrics/<split>.json`` and ``out_dir/metrics/<split>_per_tag.csv``.
+    """Write ``out_dir/metrics/<split>.json`` and ``out_dir/metrics/<split>_per_tag.csv``, each atomically.
 
     Returns:
         ``{"json": path, "csv": path}``.
+
+    Raises:
+        FileWriteError: a file could not be written (disk full, permission denied); it names the path, and
+            nothing partial is left at it.
     """
     metrics_dir = Path(out_dir) / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -186,8 +212,30 @@ def write_results(results: RetrievalResults, out_dir: str | Path) -> dict[str, P
     return paths
 
 
-def _means(rows: list[dict]) -> dict[str, float]:
-    return {name: float(np.mean([row[name] for row in rows])) for name in METRICS}
+def precision_notes(*, k: int, n_songs: int, n_positives: Sequence[int]) -> list[str]:
+    """What caps P@k on a split, in words: a split of fewer than ``k`` songs, tags with fewer than ``k`` positives.
+
+    Args:
+        k: the cut-off asked for.
+        n_songs: songs in the split.
+        n_positives: positive songs of each scored tag.
+    """
+    notes = []
+    k_used = min(k, n_songs)
+    if n_songs < k:
+        notes.append(f"the split has {n_songs} songs, fewer than k={k}: precision is computed at "
+                     f"k={k_used} ({metric_keys.p_at(k_used)})")
+    few = [n for n in n_positives if n < k_used]
+    if few:
+        ceiling = float(np.mean([min(1.0, n / k_used) for n in n_positives]))
+        notes.append(f"{len(few)} of {len(n_positives)} scored tags have fewer than {k_used} positive songs: their "
+                     f"{metric_keys.p_at(k_used)} is at most n_positives/{k_used}; the highest macro "
+                     f"{metric_keys.p_at(k_used)} possible on this split is {ceiling:.4f}")
+    return notes
+
+
+def _means(rows: list[dict], names: Sequence[str]) -> dict[str, float]:
+    return {name: float(np.mean([row[name] for row in rows])) for name in names}
 
 
 def _check_names(*, tags: Sequence[str], categories: Sequence[str], n_tags: int, split: str) -> None:
@@ -200,5 +248,6 @@ def _check_names(*, tags: Sequence[str], categories: Sequence[str], n_tags: int,
         if tag in seen:
             raise ValueError(f"tag {tag!r} appears twice; tags must be unique")
         seen.add(tag)
+    metric_keys.key(split, metric_keys.ROC_AUC)  # raises on an unknown split
     for category in set(categories):
-        metric_keys.key(split, metric_keys.ROC_AUC, category)  # raises on a bad split or category
+        metric_keys.check_category(category)

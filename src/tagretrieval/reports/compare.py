@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import re
 import sys
 from collections.abc import Sequence
@@ -22,14 +23,19 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tagretrieval import metric_keys
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.metric_keys import P_AT_10, PR_AUC, ROC_AUC, TEST
+from tagretrieval.files import atomic_write_text
+from tagretrieval.metric_keys import PR_AUC, TEST
 from tagretrieval.reports.stats import Estimate, mean_ci
 from tagretrieval.reports.tables import latex_escape, latex_tabular, markdown_table
 
-METRIC_ORDER: tuple[str, ...] = (PR_AUC, P_AT_10, ROC_AUC)
-"""Column order of the paper's tables."""
-METRIC_TITLES: dict[str, str] = {PR_AUC: "MAP (PR-AUC)", P_AT_10: "P@10", ROC_AUC: "ROC-AUC"}
+
+def metric_title(name: str) -> str:
+    """A table's title: ``"MAP (PR-AUC)"`` (the paper's name), ``"P@10"``, ``"ROC-AUC"``."""
+    return "MAP (PR-AUC)" if name == PR_AUC else metric_keys.title(name)
+
+
 OVERALL = "overall"
 """Column of the macro average over all scored tags (the other columns are tag categories)."""
 CONFIG = Path(".hydra") / "config.yaml"
@@ -152,6 +158,7 @@ class Comparison:
     Attributes:
         by: the config keys that define the groups (the label columns).
         split: the metrics file read (``test``).
+        metrics: the metrics compared, in the paper's order: ``(pr_auc, p_at_<k>, roc_auc)``.
         confidence: coverage of the intervals (0.95).
         columns: ``"overall"`` then the tag categories, sorted.
         groups: in the order their first run was found.
@@ -160,6 +167,7 @@ class Comparison:
 
     by: tuple[str, ...]
     split: str
+    metrics: tuple[str, ...]
     confidence: float
     columns: list[str]
     groups: list[Group]
@@ -192,15 +200,15 @@ class Comparison:
                 "each group (Student t, n - 1 degrees of freedom).")
 
     def to_markdown(self, *, digits: int = 4) -> str:
-        """One table per metric (MAP, P@10, ROC-AUC): a row per group, columns overall and per category."""
+        """One table per metric (MAP, P@k, ROC-AUC): a row per group, columns overall and per category."""
         header = [*self.by, "n", *self.columns]
         align = "l" * len(self.by) + "r" * (1 + len(self.columns))
         parts = [f"# Run comparison\n\n{self._caption()}\n"]
-        for metric in METRIC_ORDER:
+        for metric in self.metrics:
             rows = [[*g.labels, str(len(g.runs)),
                      *(self._cell(g, metric, c, digits=digits, latex=False) for c in self.columns)]
                     for g in self.groups]
-            parts.append(f"## {METRIC_TITLES[metric]}\n\n" + markdown_table(header, rows, align=align))
+            parts.append(f"## {metric_title(metric)}\n\n" + markdown_table(header, rows, align=align))
         notes = [n for n in (self._single_run_note(), *self.notes) if n]
         if notes:
             parts.append("Notes:\n\n" + "".join(f"- {note}\n" for note in notes))
@@ -212,30 +220,31 @@ class Comparison:
         align = "l" * len(self.by) + "r" * (1 + len(self.columns))
         single = self._single_run_note()
         parts = [f"% {latex_escape(self._caption(plus_minus='+/-'))}\n"]
-        for metric in METRIC_ORDER:
+        for metric in self.metrics:
             rows = [[*(latex_escape(label) for label in g.labels), str(len(g.runs)),
                      *(self._cell(g, metric, c, digits=digits, latex=True) for c in self.columns)]
                     for g in self.groups]
-            parts.append(f"% {latex_escape(METRIC_TITLES[metric])}\n"
+            parts.append(f"% {latex_escape(metric_title(metric))}\n"
                          + latex_tabular(header, rows, align=align,
                                          note=latex_escape(single) if single else None))
         parts += [f"% note: {latex_escape(note)}\n" for note in self.notes]
         return "\n".join(parts)
 
-    def to_csv(self, path: str | Path) -> None:
-        """Long format: one row per group, metric and column (``ci_half_width`` empty when ``n == 1``)."""
-        with open(path, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow([*self.by, "metric", "column", "mean", "ci_half_width", "n", "confidence", "runs"])
-            for g in self.groups:
-                for metric in METRIC_ORDER:
-                    for column in self.columns:
-                        e = g.estimates.get((metric, column))
-                        if e is None:
-                            continue
-                        writer.writerow([*g.labels, metric, column, e.mean,
-                                         "" if e.half_width is None else e.half_width, e.n, self.confidence,
-                                         ";".join(str(r.path) for r in g.runs)])
+    def to_csv(self, path: str | Path) -> Path:
+        """Long format: one row per group, metric and column (``ci_half_width`` empty when ``n == 1``); atomic."""
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow([*self.by, "metric", "column", "mean", "ci_half_width", "n", "confidence", "runs"])
+        for g in self.groups:
+            for metric in self.metrics:
+                for column in self.columns:
+                    e = g.estimates.get((metric, column))
+                    if e is None:
+                        continue
+                    writer.writerow([*g.labels, metric, column, e.mean,
+                                     "" if e.half_width is None else e.half_width, e.n, self.confidence,
+                                     ";".join(str(r.path) for r in g.runs)])
+        return atomic_write_text(path, buffer.getvalue())
 
 
 def compare_runs(runs: Sequence[Run], *, by: Sequence[str], confidence: float = 0.95) -> Comparison:
@@ -245,13 +254,20 @@ def compare_runs(runs: Sequence[Run], *, by: Sequence[str], confidence: float = 
     says on how many. Groups pooling runs whose configs differ in more than ``seed`` get a note.
 
     Raises:
-        ValueError: no runs, or runs of different splits.
+        ValueError: no runs, runs of different splits, or runs whose P@k has different cut-offs.
     """
     if not runs:
         raise ValueError("no runs to compare")
     splits = {run.results.split for run in runs}
     if len(splits) != 1:
         raise ValueError(f"runs mix splits {sorted(splits)}; compare one split at a time")
+    cutoffs = {run.results.k for run in runs}
+    if len(cutoffs) != 1:
+        examples = ", ".join(f"{run.path} has k={run.results.k}" for run in
+                             {run.results.k: run for run in runs}.values())
+        raise ValueError(f"runs mix P@k cut-offs {sorted(cutoffs)} ({examples}): compare runs evaluated with the "
+                         "same top_k (a split smaller than top_k is scored at k = its size)")
+    metrics = metric_keys.table_order(cutoffs.pop())
     by = tuple(by)
     groups: dict[tuple[str, ...], Group] = {}
     for run in runs:
@@ -260,14 +276,14 @@ def compare_runs(runs: Sequence[Run], *, by: Sequence[str], confidence: float = 
     columns = [OVERALL, *sorted({c for run in runs for c in run.results.per_category})]
     notes = []
     for group in groups.values():
-        for metric in METRIC_ORDER:
+        for metric in metrics:
             for column in columns:
                 values = [_value(run.results, metric, column) for run in group.runs]
                 values = [v for v in values if v is not None]
                 if values:
                     group.estimates[metric, column] = mean_ci(values, confidence=confidence)
         notes += _pooling_notes(group, by)
-    return Comparison(by=by, split=splits.pop(), confidence=confidence, columns=columns,
+    return Comparison(by=by, split=splits.pop(), metrics=metrics, confidence=confidence, columns=columns,
                       groups=list(groups.values()), notes=notes)
 
 
@@ -325,8 +341,8 @@ def main(argv: Sequence[str] | None = None) -> Comparison:
     if args.out is not None:  # files first: a closed stdout (`| head`) must not cost them
         args.out.parent.mkdir(parents=True, exist_ok=True)
         paths = [args.out.with_name(args.out.name + suffix) for suffix in (".md", ".tex", ".csv")]
-        paths[0].write_text(markdown)
-        paths[1].write_text(latex)
+        atomic_write_text(paths[0], markdown)
+        atomic_write_text(paths[1], latex)
         comparison.to_csv(paths[2])
         print("written: " + ", ".join(map(str, paths)), file=sys.stderr)
     for note in comparison.notes:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tagretrieval.files import atomic_write_text
 from tagretrieval.reports.tables import markdown_table
 from tagretrieval.tag_encoders import Word2VecFile, spellings
 
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> NeighbourTable:
     markdown = table.to_markdown(with_scores=not args.no_scores)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown)
+        atomic_write_text(args.out, markdown)
     print(markdown)
     return table
 

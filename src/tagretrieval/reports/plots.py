@@ -16,20 +16,25 @@ from sklearn.metrics import precision_recall_curve
 
 from tagretrieval import metric_keys
 from tagretrieval.evaluation import RetrievalResults, average_precision
-from tagretrieval.metric_keys import METRICS, P_AT_10, PR_AUC, ROC_AUC
+from tagretrieval.files import atomic_write
+from tagretrieval.metric_keys import PR_AUC, ROC_AUC
 from tagretrieval.reports.scores import ScoreMatrix
 from tagretrieval.reports.training_log import TrainingLog
 
-METRIC_LABELS = {PR_AUC: "PR-AUC (AP)", P_AT_10: "P@10", ROC_AUC: "ROC-AUC"}
 _DPI = 120
 
 
+def metric_label(name: str) -> str:
+    """A metric's legend text: ``"PR-AUC (AP)"``, ``"P@10"``, ``"ROC-AUC"``."""
+    return "PR-AUC (AP)" if name == PR_AUC else metric_keys.title(name)
+
+
 def _save(figure: Figure, path: str | Path) -> Path:
+    """Draw ``figure`` into ``path`` (format from its suffix, e.g. ``.png``), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=_DPI)
-    return path
+    return atomic_write(path, lambda f: figure.savefig(f, dpi=_DPI, format=path.suffix.lstrip(".") or "png"))
 
 
 def plot_per_category(results: RetrievalResults, path: str | Path) -> Path:
@@ -38,17 +43,18 @@ def plot_per_category(results: RetrievalResults, path: str | Path) -> Path:
     groups += [(c, row, row["n_tags"]) for c, row in results.per_category.items()]
     figure = Figure(figsize=(max(6.0, 1.2 * len(groups) + 2.0), 4.0), layout="constrained")
     axes = figure.add_subplot()
-    width = 0.8 / len(METRICS)
+    order = metric_keys.table_order(results.k)
+    width = 0.8 / len(order)
     x = np.arange(len(groups))
-    for i, name in enumerate((PR_AUC, P_AT_10, ROC_AUC)):
+    for i, name in enumerate(order):
         values = [row[name] for _, row, _ in groups]
-        bars = axes.bar(x + (i - (len(METRICS) - 1) / 2) * width, values, width, label=METRIC_LABELS[name])
+        bars = axes.bar(x + (i - (len(order) - 1) / 2) * width, values, width, label=metric_label(name))
         axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     axes.set_xticks(x, [f"{name}\n({n} tags)" for name, _, n in groups])
     axes.set_ylim(0.0, 1.08)
     axes.set_ylabel("score")
     axes.set_title(f"{results.split}: {len(results.per_tag)} tags x {results.n_songs} songs")
-    axes.legend(loc="upper right", fontsize=8, ncols=len(METRICS))
+    axes.legend(loc="upper right", fontsize=8, ncols=len(order))
     return _save(figure, path)
 
 
@@ -102,18 +108,20 @@ def plot_training_curves(log: TrainingLog, path: str | Path) -> Path:
     loss_key = metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS)
     # on_step and on_epoch logging makes Lightning append _step / _epoch to the key
     loss_keys = [k for k in (f"{loss_key}_step", f"{loss_key}_epoch", loss_key) if k in log.keys]
-    valid_keys = [metric_keys.key(metric_keys.VALID, name) for name in (PR_AUC, P_AT_10, ROC_AUC)]
+    # every valid/<metric>/macro key the run logged (its P@k, whatever k), in the order of the tables
+    valid = [(key, name) for key in log.keys if (name := _valid_macro_metric(key)) is not None]
+    valid.sort(key=lambda item: {PR_AUC: 0, ROC_AUC: 2}.get(item[1], 1))
     figure = Figure(figsize=(10.0, 4.0), layout="constrained")
     loss_axes, valid_axes = figure.subplots(1, 2)
     for key in loss_keys:
         series = log.series(key)
         loss_axes.plot(series["step"], series["value"], marker="o" if len(series) < 30 else None, markersize=3,
                        label=key)
-    for key, name in zip(valid_keys, (PR_AUC, P_AT_10, ROC_AUC)):
+    for key, name in valid:
         series = log.series(key)
         if len(series):
             valid_axes.plot(series["step"], series["value"], marker="o" if len(series) < 30 else None,
-                            markersize=3, label=METRIC_LABELS[name])
+                            markersize=3, label=metric_label(name))
     for axes, title in ((loss_axes, "training loss"), (valid_axes, "validation (macro)")):
         axes.set_xlabel("step")
         axes.set_title(title)
@@ -123,3 +131,11 @@ def plot_training_curves(log: TrainingLog, path: str | Path) -> Path:
             axes.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axes.transAxes)
     figure.suptitle(f"training curves (from {'/'.join(log.source.parts[-2:])})", fontsize=10)
     return _save(figure, path)
+
+
+def _valid_macro_metric(key: str) -> str | None:
+    """``"pr_auc"`` for ``"valid/pr_auc/macro"``; None for a key that is not a validation macro average."""
+    parts = key.split("/")
+    if len(parts) != 3 or not metric_keys.is_retrieval_metric(parts[1]):
+        return None
+    return parts[1] if key == metric_keys.key(metric_keys.VALID, parts[1]) else None

@@ -3,7 +3,7 @@
 =====================================  =====================================================================
 ``<split>_per_tag.csv``                one row per scored tag (same columns as ``metrics/<split>_per_tag.csv``)
 ``<split>_per_tag.md``                 macro and per-category summary, per-tag table, skipped tags, figures
-``<split>_per_category.png``           bars of PR-AUC, P@10 and ROC-AUC per category
+``<split>_per_category.png``           bars of PR-AUC, P@k and ROC-AUC per category
 ``<split>_pr_curves.png``              precision-recall curves of chosen tags and the micro average (needs scores)
 ``training_curves.png``                training loss and validation metrics (needs the CSV or TensorBoard log)
 =====================================  =====================================================================
@@ -15,8 +15,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from tagretrieval import metric_keys
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.metric_keys import P_AT_10, PR_AUC, ROC_AUC, TEST
+from tagretrieval.files import atomic_write_text
+from tagretrieval.metric_keys import TEST
 from tagretrieval.reports.plots import default_pr_tags, plot_per_category, plot_pr_curves, plot_training_curves
 from tagretrieval.reports.scores import ScoreMatrix
 from tagretrieval.reports.tables import markdown_table
@@ -25,8 +27,6 @@ from tagretrieval.reports.training_log import read_training_log
 log = logging.getLogger(__name__)
 
 REPORTS_DIR = "reports"
-_ORDER = (PR_AUC, P_AT_10, ROC_AUC)
-_TITLES = {PR_AUC: "PR-AUC", P_AT_10: "P@10", ROC_AUC: "ROC-AUC"}
 
 
 def scores_path(run_dir: str | Path, split: str = TEST) -> Path:
@@ -35,22 +35,26 @@ def scores_path(run_dir: str | Path, split: str = TEST) -> Path:
 
 
 def per_tag_markdown(results: RetrievalResults, *, figures: Sequence[Path] = (), digits: int = 4) -> str:
-    """Summary (macro, per category), then every scored tag sorted by category then tag, then skipped tags."""
+    """Summary (macro, per category), then every scored tag sorted by category then tag, then skipped tags and
+    the notes on what caps P@k."""
     fmt = f"{{:.{digits}f}}"
-    summary = [["macro", str(len(results.per_tag)), *(fmt.format(results.macro[m]) for m in _ORDER)]]
-    summary += [[c, str(row["n_tags"]), *(fmt.format(row[m]) for m in _ORDER)]
+    order = metric_keys.table_order(results.k)
+    titles = [metric_keys.title(m) for m in order]
+    summary = [["macro", str(len(results.per_tag)), *(fmt.format(results.macro[m]) for m in order)]]
+    summary += [[c, str(row["n_tags"]), *(fmt.format(row[m]) for m in order)]
                 for c, row in results.per_category.items()]
     tags = sorted(results.per_tag.items(), key=lambda item: (item[1]["category"], item[0]))
-    per_tag = [[tag, row["category"], str(row["n_positives"]), *(fmt.format(row[m]) for m in _ORDER)]
+    per_tag = [[tag, row["category"], str(row["n_positives"]), *(fmt.format(row[m]) for m in order)]
                for tag, row in tags]
     parts = [
         f"# {results.split} split: {len(results.per_tag)} tags x {results.n_songs} songs\n",
-        "## Summary\n\n" + markdown_table(["", "n_tags", *(_TITLES[m] for m in _ORDER)], summary, align="lrrrr"),
-        "## Per tag\n\n" + markdown_table(["tag", "category", "n_positives", *(_TITLES[m] for m in _ORDER)],
-                                          per_tag, align="llrrrr"),
+        "## Summary\n\n" + markdown_table(["", "n_tags", *titles], summary, align="lrrrr"),
+        "## Per tag\n\n" + markdown_table(["tag", "category", "n_positives", *titles], per_tag, align="llrrrr"),
     ]
     skipped = "".join(f"- {tag}: {reason}\n" for tag, reason in results.skipped_tags.items())
     parts.append(f"## Skipped tags ({len(results.skipped_tags)})\n\n" + (skipped or "none\n"))
+    if results.notes:
+        parts.append("## Notes\n\n" + "".join(f"- {note}\n" for note in results.notes))
     if figures:
         parts.append("## Figures\n\n" + "".join(f"![{path.stem}]({path.name})\n\n" for path in figures))
     return "\n".join(parts)
@@ -68,7 +72,8 @@ def write_run_report(*, run_dir: str | Path, split: str = TEST, scores: ScoreMat
 
     Returns:
         ``name -> path`` of every file written (``per_tag_csv``, ``per_tag_md``, ``per_category``, and
-        ``pr_curves`` / ``training_curves`` when their inputs exist; what is missing is logged).
+        ``pr_curves`` / ``training_curves`` when their inputs exist; what is missing is logged). Every file is
+        written atomically: a failed write leaves the previous file or none, never half of one.
 
     Raises:
         FileNotFoundError: no ``metrics/<split>.json``.
@@ -98,5 +103,5 @@ def write_run_report(*, run_dir: str | Path, split: str = TEST, scores: ScoreMat
         log.warning("%s has neither csv/metrics.csv nor TensorBoard events: no training curves", run_dir)
     figures = [p for name, p in paths.items() if p.suffix == ".png"]
     paths["per_tag_md"] = out / f"{split}_per_tag.md"
-    paths["per_tag_md"].write_text(per_tag_markdown(results, figures=figures))
+    atomic_write_text(paths["per_tag_md"], per_tag_markdown(results, figures=figures))
     return paths

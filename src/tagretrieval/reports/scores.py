@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tagretrieval.evaluation import RetrievalResults, to_arrays
+from tagretrieval.files import atomic_savez
 from tagretrieval.module import TagRetrievalModule, scores_matrix, song_inputs
 
 FORMAT_VERSION = 1
@@ -53,16 +54,15 @@ class ScoreMatrix:
                                         categories=self.categories, split=self.split, k=k)
 
     def save(self, path: str | Path) -> Path:
-        """Write a compressed ``.npz`` (strings as fixed-width unicode arrays: loads without pickle)."""
+        """Write a compressed ``.npz`` (strings as fixed-width unicode arrays: loads without pickle), atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path, format_version=np.int64(FORMAT_VERSION), split=np.str_(self.split),
+        return atomic_savez(
+            path, compressed=True, format_version=np.int64(FORMAT_VERSION), split=np.str_(self.split),
             scores=np.asarray(self.scores, dtype=np.float32), relevance=np.asarray(self.relevance, dtype=bool),
             tags=np.asarray(self.tags, dtype=str), categories=np.asarray(self.categories, dtype=str),
             track_ids=np.asarray(self.track_ids, dtype=str),
         )
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> ScoreMatrix:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tagretrieval.checkpoints import load_module
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.metric_keys import METRICS, PR_AUC, ROC_AUC
+from tagretrieval.metric_keys import PR_AUC, ROC_AUC
 from tagretrieval.reports.run_report import scores_path, write_run_report
 from tagretrieval.reports.scores import ScoreMatrix, compute_scores
 
@@ -67,8 +67,9 @@ def recompute_scores(*, run_dir: Path, checkpoint: Path, split: str, trusted: bo
     datamodule = build_datamodule(run_cfg, prepared, module.model, dataset)
     scores = compute_scores(module=module, batches=datamodule.songs_dataloader(split),
                             track_ids=dataset.track_ids, split=split)
-    _check_reproduces(scores.results(k=module.hparams["k"]), run_dir / "metrics" / f"{split}.json",
-                      metrics=METRICS, remedy=f"the checkpoint ({checkpoint}) or the data differ from the run's; "
+    scored = scores.results(k=module.hparams["k"])
+    _check_reproduces(scored, run_dir / "metrics" / f"{split}.json",
+                      metrics=scored.metrics, remedy=f"the checkpoint ({checkpoint}) or the data differ from the run's; "
                       "pass report.checkpoint=PATH for the checkpoint the run was evaluated with")
     return scores
 

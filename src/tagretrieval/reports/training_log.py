@@ -16,7 +16,7 @@ _INDEX_COLUMNS = ("epoch", "step")
 
 @dataclass(frozen=True)
 class TrainingLog:
-    """Logged scalars in long form: ``frame`` has columns ``key`` (``"valid/pr_auc"``), ``step``, ``value``."""
+    """Logged scalars in long form: ``frame`` has columns ``key`` (``"valid/pr_auc/macro"``), ``step``, ``value``."""
 
     source: Path
     frame: pd.DataFrame
