@@ -184,17 +184,25 @@ def test_another_split_index_reuses_the_mels(jamendo_root):
 
 
 # -- end to end: the README's commands ----------------------------------------------------------------------------
-@pytest.mark.parametrize("subset, audio", [("top50", "low"), ("moodtheme", "full")])
-def test_main_trains_and_evaluates(jamendo_root, tmp_path, subset, audio):
+def test_main_prepare_only(jamendo_root, tmp_path):
+    run_task(["mode=prepare", "data=jamendo", f"data.root={jamendo_root}", "data.max_skipped_fraction=0.1",
+              "progress=false"], tmp_path)
+    assert json.loads((tmp_path / "prepare_report.json").read_text())["dataset"] == "jamendo-top50-split0"
+
+
+@pytest.mark.parametrize("subset, audio, split_index", [("top50", "low", 0), ("top50", "low", 1),
+                                                       ("moodtheme", "full", 0)])
+def test_main_trains_and_evaluates(jamendo_root, tmp_path, subset, audio, split_index):
     run_task(["data=jamendo", f"data.root={jamendo_root}", f"data.subset={subset}", f"data.audio={audio}",
+              f"data.split_index={split_index}",
               "data.max_skipped_fraction=0.1", "model=acoustic", "experiment=smoke", "trainer.max_epochs=1",
               "sampler.pairs_per_epoch=32", "progress=false", "logger=none"], tmp_path)
     metrics = read_metrics(tmp_path)
-    test_tracks = {t["track_id"] for t in parts(seed=0 if subset == "top50" else 7)["test"]}
+    test_tracks = {t["track_id"] for t in parts(seed=split_index if subset == "top50" else 7)["test"]}
     n_bad = len(test_tracks & ({EMPTY, MISSING} if audio == "low" else {MISSING}))
     assert metrics["n_songs"] == len(test_tracks) - n_bad
     assert set(metrics["per_category"]) == ({"genre", "instrument", "mood"} if subset == "top50" else {"mood"})
     assert len(metrics["per_tag"]) == (50 if subset == "top50" else len(MOODS))
     assert all(0.0 <= row["roc_auc"] <= 1.0 for row in metrics["per_tag"].values())
     report = json.loads((tmp_path / "prepare_report.json").read_text())
-    assert report["dataset"] == f"jamendo-{subset}-split0"
+    assert report["dataset"] == f"jamendo-{subset}-split{split_index}"
