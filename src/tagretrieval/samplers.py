@@ -15,6 +15,7 @@ operations, which is what keeps a GPU fed (``scripts/benchmark.py``, section ``s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,18 +153,22 @@ class EpochBatchSampler(Sampler):
     """The training DataLoader's ``sampler``: yields one key per batch, ``float64 [batch_size, 3]`` rows of
     (dataset row of the positive song, anchor tag, crop position in [0, 1)), for one rank.
 
-    Batch ``b`` of epoch ``e`` on rank ``r`` is a pure function of ``(seed, e, r, b)``. Lightning calls
-    :meth:`set_epoch` on ``dataloader.sampler`` at every epoch start (``trainer.fit_loop`` restores the epoch
-    counter from a checkpoint), so every epoch draws fresh pairs and crops and a resumed run continues the
-    stream of an uninterrupted one. Use it with ``DataLoader(..., sampler=this, batch_size=None)``.
+    Batch ``b`` of epoch ``e`` on rank ``r`` is a pure function of ``(seed, e, r, b)``, so every epoch draws fresh
+    pairs and crops and a resumed run continues the stream of an uninterrupted one. The epoch is read once, when an
+    epoch's iteration starts: from ``epoch_fn`` (the datamodule passes the trainer's epoch counter, which a resume
+    restores) or else from :meth:`set_epoch`. ``epoch_fn`` is what makes resuming right: in a resumed fit Lightning
+    creates the first epoch's iterator, whose workers start prefetching batches at once, before it calls
+    ``set_epoch``. Use it with ``DataLoader(..., sampler=this, batch_size=None)``.
     """
 
-    def __init__(self, sampler: PairSampler, index: PositiveIndex, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, sampler: PairSampler, index: PositiveIndex, *, rank: int = 0, world_size: int = 1,
+                 epoch_fn: Callable[[], int] | None = None) -> None:
         self.pair_sampler = sampler
         self.index = index
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.epoch_fn = epoch_fn
         self.n_batches = sampler.batches_per_epoch(world_size)  # raises early for an epoch shorter than a batch
 
     def set_epoch(self, epoch: int) -> None:
@@ -173,6 +178,7 @@ class EpochBatchSampler(Sampler):
         return self.n_batches
 
     def __iter__(self):
+        epoch = self.epoch if self.epoch_fn is None else int(self.epoch_fn())
         for batch in range(self.n_batches):
-            rng = self.pair_sampler.rng(epoch=self.epoch, rank=self.rank, batch=batch)
+            rng = self.pair_sampler.rng(epoch=epoch, rank=self.rank, batch=batch)
             yield self.pair_sampler.pairs(self.index, rng, self.pair_sampler.batch_size)

@@ -3,8 +3,7 @@
 Every loader here fetches whole batches: its sampler yields one key per batch (``[batch, 3]`` pairs for training,
 an array of rows for evaluation), the dataset turns a key into a collated batch with one read per crop from the
 packed mel store, and the DataLoader runs with ``batch_size=None``. That removes 128 Python calls and a collate per
-batch, and it puts the pair stream's epoch where Lightning sets it: Lightning calls ``set_epoch`` on
-``dataloader.sampler``, which is our :class:`~tagretrieval.samplers.EpochBatchSampler`.
+batch. The pair stream's epoch comes from the trainer (see :class:`~tagretrieval.samplers.EpochBatchSampler`).
 """
 
 from __future__ import annotations
@@ -226,7 +225,10 @@ class TagRetrievalDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
         index = PositiveIndex.from_labels(self.dataset.labels, self.dataset.split_indices("train"))
-        batches = EpochBatchSampler(self.sampler, index, rank=rank, world_size=world_size)
+        trainer = self.trainer
+        # the epochs the fit loop has run (restored by a resume); what Lightning itself passes to set_epoch
+        epoch_fn = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
+        batches = EpochBatchSampler(self.sampler, index, rank=rank, world_size=world_size, epoch_fn=epoch_fn)
         return DataLoader(PairBatchDataset(self.inputs), sampler=batches, batch_size=None,
                           persistent_workers=self.num_workers > 0, **self._loader_options())
 
