@@ -11,12 +11,13 @@ name, so the file stays valid when the dataset is restricted to some of its tags
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from tagretrieval.files import atomic_savez
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -37,11 +38,8 @@ def write_prepared_vectors(prepared_dir: str | Path, name: str, *, tags: Sequenc
     bad = [t for t, row in zip(tags, vectors) if not np.isfinite(row).all()]
     if bad:
         raise ValueError(f"word vectors '{name}' contain NaN/inf for tag(s): {bad}")
-    path = prepared_vectors_path(prepared_dir, name)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, tags=np.asarray(list(tags), dtype=str), vectors=vectors)
-    os.replace(tmp, path)
-    return path
+    return atomic_savez(prepared_vectors_path(prepared_dir, name), tags=np.asarray(list(tags), dtype=str),
+                        vectors=vectors)
 
 
 class PreparedVectors:

@@ -50,7 +50,9 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.audio import MelCache, MelFrontend, cache_params, prepare_mels
-from tagretrieval.data.prepared import SPLITS, load_if_current, normalise_split, PreparedDataset, write_prepared
+from tagretrieval.data.prepared import (
+    SPLITS, accept_import, load_if_current, normalise_split, PreparedDataset, write_prepared,
+)
 from tagretrieval.data.report import PrepareReport
 
 IMPORT_VERSION = 1
@@ -254,7 +256,7 @@ class FMAImporter:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source())
+        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
 
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
         """Import (or reuse) the prepared dataset; ``frontend`` computes the mels of ``input="audio"``."""
@@ -395,13 +397,11 @@ class FMAImporter:
         if missing_splits:
             report.note(f"no track in split(s) {missing_splits}")
         report.n_kept = len(table)
-        dataset = write_prepared(
+        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
+        return write_prepared(
             self.prepared_dir, name=f"{self.name}-{self.subset}", tracks=table, tags=tags,
             categories=[categories[t] for t in tags], labels=labels, features=features, source=self.source(),
         )
-        report.write(self.prepared_dir)
-        report.check(max_skipped_fraction=self.max_skipped_fraction)
-        return dataset
 
 
 # -- the FMA paper's baselines ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pandas as pd
 
 from tagretrieval.audio import AUDIO_EXTENSIONS, MelCache, MelFrontend, cache_params, prepare_mels
 from tagretrieval.data.prepared import (
-    check_finite_rows, load_if_current, normalise_split, PreparedDataset, write_prepared,
+    accept_import, check_finite_rows, load_if_current, normalise_split, PreparedDataset, write_prepared,
 )
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
@@ -138,7 +138,7 @@ class FolderImporter:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source())
+        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
 
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
         if not self.root.exists():
@@ -229,14 +229,12 @@ class FolderImporter:
             raise ValueError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
         table["split"] = self._splits(table, labels, report)
         report.n_kept = len(table)
-        dataset = write_prepared(
+        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
+        return write_prepared(
             self.prepared_dir, name=self.name, tracks=table, tags=tags,
             categories=[categories[t] if categories else UNCATEGORISED for t in tags],
             labels=labels, cf=cf, source=self.source(),
         )
-        report.write(self.prepared_dir)
-        report.check(max_skipped_fraction=self.max_skipped_fraction)
-        return dataset
 
     def _splits(self, table: pd.DataFrame, labels: np.ndarray, report: PrepareReport) -> np.ndarray:
         given = table["split"].to_numpy()

@@ -40,7 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data.prepared import SPLITS, load_if_current, PreparedDataset, write_prepared
+from tagretrieval.data.prepared import SPLITS, accept_import, load_if_current, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.pitch_encoder import N_MIDI_NOTES, midi_octave, midi_to_name
 
@@ -184,7 +184,7 @@ class MiniMusicNetImporter:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source())
+        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
 
     def prepare(self, *, frontend: MelFrontend | None = None, progress: bool = True) -> PreparedDataset:
         """Import (or reuse) the prepared dataset. ``frontend`` is accepted for the importer interface and
@@ -248,11 +248,9 @@ class MiniMusicNetImporter:
         if silent:
             report.note(f"{silent} clip(s) have no (kept) note sounding; kept as negatives for every note")
         report.n_kept = len(table)
-        dataset = write_prepared(
+        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
+        return write_prepared(
             self.prepared_dir, name=self.name, tracks=table, tags=[t for t, k in zip(tags, keep) if k],
             categories=[c for c, k in zip(categories, keep) if k], labels=labels, features=features,
             source=self.source(),
         )
-        report.write(self.prepared_dir)
-        report.check(max_skipped_fraction=self.max_skipped_fraction)
-        return dataset

@@ -43,7 +43,9 @@ from tagretrieval.data.msd500_specs import (
     RELEASE_MEL_PARAMS, UNVERIFIED_MEL_PARAMS, adopt_spectrograms, check_release_frontend, claim_mel_origin,
     spec_path,
 )
-from tagretrieval.data.prepared import check_finite_rows, load_if_current, PreparedDataset, write_prepared
+from tagretrieval.data.prepared import (
+    MANIFEST, accept_import, check_finite_rows, load_if_current, PreparedDataset, write_prepared,
+)
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
 from tagretrieval.prepared_vectors import write_prepared_vectors
@@ -197,7 +199,7 @@ class MSD500Importer:
 
     def load_existing(self) -> PreparedDataset | None:
         """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source())
+        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
 
     # ---------------------------------------------------------------- import
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
@@ -381,18 +383,21 @@ class MSD500Importer:
         if len(tracks) == 0:
             raise ValueError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
         self.prepared_dir.mkdir(parents=True, exist_ok=True)
-        for old in self.prepared_dir.glob("word_vectors_*.npz"):
-            old.unlink()
+        report.n_kept = len(tracks)
+        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
+        (self.prepared_dir / MANIFEST).unlink(missing_ok=True)  # unfinished from here (write_prepared writes it)
+        # each set replaces its file atomically; only then are sets this import no longer has removed, so a
+        # reader never finds a set missing that the data provides
+        written = set()
         for name, table in vectors.items():
             known = [t for t in tags if t in table]
             values = np.array([table[t] for t in known], dtype=np.float32).reshape(len(known), self.word_vector_dim)
-            write_prepared_vectors(self.prepared_dir, name, tags=known, vectors=values)
-        report.n_kept = len(tracks)
-        dataset = write_prepared(
+            written.add(write_prepared_vectors(self.prepared_dir, name, tags=known, vectors=values))
+        for old in self.prepared_dir.glob("word_vectors_*.npz"):
+            if old not in written:
+                old.unlink(missing_ok=True)
+        return write_prepared(
             self.prepared_dir, name=self.name, tracks=tracks, tags=tags,
             categories=[categories.get(t, UNCATEGORISED) for t in tags], labels=labels, cf=cf,
             source=self.source(),
         )
-        report.write(self.prepared_dir)
-        report.check(max_skipped_fraction=self.max_skipped_fraction)
-        return dataset

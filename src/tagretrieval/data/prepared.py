@@ -11,19 +11,25 @@ Layout of a prepared folder::
     mels/              a MelCache, one log-mel per track        (optional: audio)
     prepare_report.json  what the import skipped, and why
 
-``manifest.json`` is written last: a folder without it is an unfinished import and is never read.
+``manifest.json`` is written last: a folder without it is an unfinished (or refused) import and is never read.
+Every file is written atomically (:mod:`tagretrieval.files`: a temp name unique per process, then a rename), and an
+import that skipped more than its ``max_skipped_fraction`` never gets a manifest (:func:`accept_import`). Several
+processes importing the same folder take turns through :mod:`tagretrieval.data.lock`.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from tagretrieval.data.report import REPORT_FILE, PrepareReport, TooManySkippedError
+from tagretrieval.files import atomic_save_npy, atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -166,12 +172,37 @@ class PreparedDataset:
             check_finite_rows(values, self.track_ids, what=name)
 
 
-def load_if_current(prepared_dir: str | Path, *, source: dict) -> PreparedDataset | None:
-    """The prepared dataset at ``prepared_dir`` if it exists and was made from ``source`` settings, else None."""
-    if not (Path(prepared_dir) / MANIFEST).exists():
+def load_if_current(prepared_dir: str | Path, *, source: dict,
+                    max_skipped_fraction: float | None = None) -> PreparedDataset | None:
+    """The prepared dataset at ``prepared_dir`` if it exists, was made from ``source`` settings and skipped no more
+    than ``max_skipped_fraction`` of its tracks (by its ``prepare_report.json``), else None (import it again).
+    Every importer passes its ``max_skipped_fraction``; None (not checked) is for importers written before it."""
+    prepared_dir = Path(prepared_dir)
+    if not (prepared_dir / MANIFEST).exists():
         return None
     dataset = PreparedDataset.load(prepared_dir)
-    return dataset if dataset.source == source else None
+    if dataset.source != source:
+        return None
+    report_path = prepared_dir / REPORT_FILE
+    if max_skipped_fraction is not None and report_path.exists():
+        report = json.loads(report_path.read_text())
+        n_candidates, n_skipped = report.get("n_candidates", 0), report.get("n_skipped_tracks", 0)
+        if n_candidates and n_skipped / n_candidates > max_skipped_fraction:
+            return None  # accepted under a looser threshold: the import runs again and refuses it
+    return dataset
+
+
+def accept_import(report: PrepareReport, prepared_dir: str | Path, *, max_skipped_fraction: float) -> None:
+    """Write ``report`` into ``prepared_dir``; if it skipped more than ``max_skipped_fraction`` of its tracks, remove
+    the folder's manifest (a refused import is never loadable, nor is the one it was replacing) and raise
+    :class:`~tagretrieval.data.report.TooManySkippedError`. Importers call it before :func:`write_prepared`."""
+    prepared_dir = Path(prepared_dir)
+    report.write(prepared_dir)
+    try:
+        report.check(max_skipped_fraction=max_skipped_fraction)
+    except TooManySkippedError:
+        (prepared_dir / MANIFEST).unlink(missing_ok=True)
+        raise
 
 
 def write_prepared(
@@ -206,21 +237,25 @@ def write_prepared(
     )
     dataset.validate()
     (root / MANIFEST).unlink(missing_ok=True)
-    tracks.to_csv(root / "tracks.csv", index=False)
-    pd.DataFrame({"tag": dataset.tags, "category": dataset.categories}).to_csv(root / "tags.csv", index=False)
-    np.save(root / "labels.npy", dataset.labels)
+    atomic_write_text(root / "tracks.csv", _csv(tracks))
+    atomic_write_text(root / "tags.csv", _csv(pd.DataFrame({"tag": dataset.tags, "category": dataset.categories})))
+    atomic_save_npy(root / "labels.npy", dataset.labels)
     for file_name, values in (("cf.npy", dataset.cf), ("features.npy", dataset.features)):
         if values is None:
             (root / file_name).unlink(missing_ok=True)
         else:
-            np.save(root / file_name, values)
+            atomic_save_npy(root / file_name, values)
     manifest = {
         "format_version": FORMAT_VERSION, "name": name, "n_tracks": len(tracks), "n_tags": len(dataset.tags),
         "cf_dim": None if dataset.cf is None else int(dataset.cf.shape[1]),
         "n_features": None if dataset.features is None else int(dataset.features.shape[1]),
         "source": dataset.source,
     }
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, root / MANIFEST)
+    atomic_write_json(root / MANIFEST, manifest)
     return dataset
+
+
+def _csv(table: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False)
+    return buffer.getvalue()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections import defaultdict
 from pathlib import Path
+
+from tagretrieval.files import atomic_write, atomic_write_json
 
 REPORT_FILE = "prepare_report.json"
 
@@ -70,8 +70,7 @@ class PrepareReport:
     def write(self, folder: str | Path) -> Path:
         path = Path(folder) / REPORT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-        return path
+        return atomic_write_json(path, self.to_dict())
 
     def summary(self) -> str:
         lines = [f"{self.dataset}: kept {self.n_kept} of {self.n_candidates} tracks"]
@@ -87,5 +86,5 @@ def copy_report(prepared_dir: str | Path, run_dir: str | Path) -> Path | None:
         return None
     target = Path(run_dir) / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
+    data = source.read_bytes()
+    return atomic_write(target, lambda f: f.write(data))  # every rank of a DDP run copies it

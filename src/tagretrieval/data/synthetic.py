@@ -110,12 +110,15 @@ def generate_synthetic(root: str | os.PathLike, *, spec: SyntheticSpec, progress
     exists with another spec or version, raise ``ValueError`` naming the differing fields.
     Otherwise generate into a hidden sibling folder and ``os.replace`` it onto ``root``, so
     a killed run never leaves a folder that looks complete. ``root`` may be absent or an
-    empty folder; any other existing folder is refused, never overwritten.
+    empty folder; any other existing folder is refused, never overwritten. Lock files
+    (``.*.lock``, :mod:`tagretrieval.data.lock`: the import's lock lives in ``root``) do not
+    count: into such a folder the dataset's entries are moved one by one, ``synthetic.json``
+    last.
     """
     root = Path(root)
     if _matches_existing(root=root, spec=spec):
         return root
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and any(not _is_lock_file(p) for p in root.iterdir()):
         raise FileExistsError(f"{root} exists, is not empty and holds no synthetic.json; refusing to overwrite it")
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(root=root)
@@ -124,13 +127,21 @@ def generate_synthetic(root: str | os.PathLike, *, spec: SyntheticSpec, progress
     try:
         _write_dataset(out=tmp, spec=spec, progress=progress)
         try:
-            os.replace(tmp, root)
+            if root.exists():  # holds lock files only
+                for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "synthetic.json"):
+                    os.replace(entry, root / entry.name)
+            else:
+                os.replace(tmp, root)
         except OSError:
             if not _matches_existing(root=root, spec=spec):  # a concurrent run may have finished first
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _is_lock_file(path: Path) -> bool:
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".lock")
 
 
 def _matches_existing(*, root: Path, spec: SyntheticSpec) -> bool:
