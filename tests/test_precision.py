@@ -26,7 +26,8 @@ def test_main_trains_and_tests_every_model_in_bf16_mixed_on_cpu(tmp_path, smoke_
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = read_metrics(run_dir)
     assert metrics["n_songs"] > 0
-    values = [row[name] for row in metrics["per_tag"].values() for name in metric_keys.METRICS]
+    values = [value for row in metrics["per_tag"].values() for name, value in row.items()
+              if name not in ("n_positives", "category")]
     assert np.isfinite(values).all() and all(0.0 <= v <= 1.0 for v in values)
     scores = np.load(run_dir / "metrics" / "test_scores.npz")["scores"]
     assert scores.dtype == np.float32 and np.abs(scores).max() <= 1.0 + 1e-6  # cosines, computed in float32

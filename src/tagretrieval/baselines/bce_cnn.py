@@ -28,7 +28,7 @@ from tagretrieval import metric_keys
 from tagretrieval.audio import MelStore
 from tagretrieval.baselines.context import BaselineContext, evaluate_scores, write_split
 from tagretrieval.baselines.taggers import restrict_categories
-from tagretrieval.data.datamodule import SongInputs, song_loader
+from tagretrieval.data.datamodule import SongInputs, default_num_workers, song_loader
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import MLPBranch, ShortChunkCNN
 
@@ -135,7 +135,7 @@ class BCECNNBaseline:
         batch_size: crops per training step; crops_per_epoch: crops per epoch (songs drawn without replacement,
             reshuffled after every pass over the train split).
         lr, weight_decay: Adam's.
-        eval_batch_size: songs per evaluation step; num_workers: data-loader workers.
+        eval_batch_size: songs per evaluation step; num_workers: data-loader workers (None: ``min(8, cores)``).
         categories: only the tags of these categories; None: every tag.
 
     Writes ``metrics/test.json`` (+ per-tag CSV and score matrix) of the best checkpoint, and the trainer's
@@ -144,7 +144,7 @@ class BCECNNBaseline:
 
     def __init__(self, *, cnn_channels: Sequence[int], cnn_out_dim: int, hidden_dim: int, dropout: float, n_mels: int,
                  chunk_frames: int, n_eval_chunks: int, batch_size: int, crops_per_epoch: int, lr: float,
-                 weight_decay: float, eval_batch_size: int, num_workers: int, categories: Sequence[str] | None) -> None:
+                 weight_decay: float, eval_batch_size: int, num_workers: int | None, categories: Sequence[str] | None) -> None:
         if min(chunk_frames, n_eval_chunks, batch_size, crops_per_epoch, eval_batch_size) < 1:
             raise ValueError("chunk_frames, n_eval_chunks, batch_size, crops_per_epoch and eval_batch_size "
                              "must be >= 1")
@@ -152,7 +152,8 @@ class BCECNNBaseline:
                         "hidden_dim": hidden_dim, "dropout": dropout, "lr": lr, "weight_decay": weight_decay}
         self.chunk_frames, self.n_eval_chunks = chunk_frames, n_eval_chunks
         self.batch_size, self.crops_per_epoch = batch_size, crops_per_epoch
-        self.eval_batch_size, self.num_workers = eval_batch_size, num_workers
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.categories = None if categories is None else list(categories)
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
