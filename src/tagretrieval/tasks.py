@@ -23,6 +23,7 @@ from tagretrieval.checkpoints import is_ours, module_from_checkpoint, read_check
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
 from tagretrieval.data.lock import exclusive, lock_path_for
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.console import configure_console
 from tagretrieval.data.report import copy_report
 from tagretrieval.evaluation import RetrievalResults, write_results
 from tagretrieval.models import TagRetrievalModel
@@ -235,6 +236,7 @@ def run(cfg: DictConfig, *, output_dir: str | Path):
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode={cfg.mode!r}; valid modes: {', '.join(MODES)}")
     output_dir = Path(output_dir)
+    configure_console()  # Lightning's lines once each, no advert (tagretrieval.console)
     L.seed_everything(cfg.seed, workers=True)
     module_name, function = MODES[cfg.mode].split(":")
     return getattr(importlib.import_module(module_name), function)(cfg, output_dir)

@@ -185,9 +185,11 @@ class RetrievalResults:
         console.print(table)
         skipped = ", ".join(f"{tag} ({reason})" for tag, reason in list(self.skipped_tags.items())[:5])
         more = ", ..." if len(self.skipped_tags) > 5 else ""
-        console.print(f"skipped tags: {len(self.skipped_tags)}" + (f": {skipped}{more}" if skipped else ""))
+        # plain lines, unwrapped: tag names and notes are text, not Rich markup
+        console.print(f"skipped tags: {len(self.skipped_tags)}" + (f": {skipped}{more}" if skipped else ""),
+                      markup=False, highlight=False, soft_wrap=True)
         for note in self.notes:
-            console.print(f"note: {note}")
+            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         return buffer.getvalue()
 
 
