@@ -20,12 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from tagretrieval import metric_keys
 from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.checkpoints import is_ours, module_from_checkpoint, read_checkpoint
+from tagretrieval.console import configure_console
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
 from tagretrieval.data.lock import exclusive, lock_path_for
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.console import configure_console
-from tagretrieval.data.report import copy_report
+from tagretrieval.data.report import copy_report, skipped_summary
 from tagretrieval.evaluation import RetrievalResults, write_results
+from tagretrieval.evaluation.results import small_split_note
 from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.module import TagRetrievalModule
@@ -55,8 +56,12 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
     with exclusive(lock_path_for(importer.prepared_dir), purpose=f"import of {importer.prepared_dir}"):
         dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
     report = copy_report(importer.prepared_dir, output_dir)
-    log.info("prepared dataset '%s' at %s: %d tracks, %d tags%s", dataset.name, importer.prepared_dir,
-             len(dataset.tracks), len(dataset.tags), f" (report: {report})" if report else "")
+    log.info("prepared dataset '%s' at %s: %d tracks, %d tags; %s", dataset.name, importer.prepared_dir,
+             len(dataset.tracks), len(dataset.tags), skipped_summary(report) if report else "no import report")
+    if cfg.mode in ("train", "test", "baseline"):  # the modes that report P@k
+        for split in (metric_keys.VALID, metric_keys.TEST):
+            if note := small_split_note(k=cfg.top_k, n_songs=len(dataset.split_indices(split))):
+                log.warning("%s split: %s", split, note)
     return Prepared(dataset=dataset, frontend=frontend, prepared_dir=Path(importer.prepared_dir))
 
 

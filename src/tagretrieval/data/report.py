@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class PrepareReport:
         """Distinct skipped ids among the reasons that concern tracks (every reason but 'tag: ...')."""
         ids: set[str] = set()
         for reason, items in self._items.items():
-            if not reason.startswith("tag"):
+            if not is_tag_reason(reason):
                 ids.update(items)
         return len(ids)
 
@@ -77,6 +78,35 @@ class PrepareReport:
         lines += [f"  skipped ({reason}): {count}" for reason, count in self.counts.items()]
         lines += [f"  note: {text}" for text in self.notes]
         return "\n".join(lines)
+
+
+def is_tag_reason(reason: str) -> bool:
+    """Whether a skip reason concerns tags (``"tag: no word vector"``), not tracks."""
+    return reason.startswith("tag")
+
+
+def skipped_summary(report_path: str | Path) -> str:
+    """What an import left out, for the console: counts by reason and where the ids are listed.
+
+    ``"skipped 3 of 63 tracks (decode error: 2, empty: 1) and 1 tag (tag: no word vector: 1); ids and reasons in
+    RUN/prepare_report.json"``, or ``"nothing skipped (report: RUN/prepare_report.json)"``.
+    """
+    data = json.loads(Path(report_path).read_text())
+    tracks = {reason: n for reason, n in data["counts"].items() if not is_tag_reason(reason)}
+    tags = {reason: n for reason, n in data["counts"].items() if is_tag_reason(reason)}
+    parts = []
+    if tracks:
+        parts.append(f"skipped {data['n_skipped_tracks']} of {data['n_candidates']} tracks ({_by_reason(tracks)})")
+    if tags:
+        n_tags = sum(tags.values())
+        parts.append(f"{n_tags} tag{'s' if n_tags != 1 else ''} ({_by_reason(tags)})")
+    if not parts:
+        return f"nothing skipped (report: {report_path})"
+    return (" and " if tracks else "skipped ").join(parts) + f"; ids and reasons in {report_path}"
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason}: {n}" for reason, n in counts.items())
 
 
 def copy_report(prepared_dir: str | Path, run_dir: str | Path) -> Path | None:

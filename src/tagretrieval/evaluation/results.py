@@ -214,6 +214,14 @@ def write_results(results: RetrievalResults, out_dir: str | Path) -> dict[str, P
     return paths
 
 
+def small_split_note(*, k: int, n_songs: int) -> str | None:
+    """Says that a split of ``0 < n_songs < k`` songs is scored at ``k = n_songs``; None for any other split."""
+    if not 0 < n_songs < k:
+        return None
+    return (f"the split has {n_songs} songs, fewer than k={k}: precision is computed at k={n_songs} "
+            f"({metric_keys.p_at(n_songs)})")
+
+
 def precision_notes(*, k: int, n_songs: int, n_positives: Sequence[int]) -> list[str]:
     """What caps P@k on a split, in words: a split of fewer than ``k`` songs, tags with fewer than ``k`` positives.
 
@@ -222,11 +230,8 @@ def precision_notes(*, k: int, n_songs: int, n_positives: Sequence[int]) -> list
         n_songs: songs in the split.
         n_positives: positive songs of each scored tag.
     """
-    notes = []
     k_used = min(k, n_songs)
-    if n_songs < k:
-        notes.append(f"the split has {n_songs} songs, fewer than k={k}: precision is computed at "
-                     f"k={k_used} ({metric_keys.p_at(k_used)})")
+    notes = [note] if (note := small_split_note(k=k, n_songs=n_songs)) else []
     few = [n for n in n_positives if n < k_used]
     if few:
         ceiling = float(np.mean([min(1.0, n / k_used) for n in n_positives]))
