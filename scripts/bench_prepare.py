@@ -7,14 +7,14 @@ mono; 320 kbit/s CBR; tones plus noise), once: ``--workdir`` keeps them for the 
 part, ~3 s per file). Then times, on the same files:
 
 - ``decode``: ``soundfile.read`` of every file and nothing else (the floor: an import must decode);
-- ``prepare``: :func:`tagretrieval.audio.prepare_mels` into an empty mel cache (decode, mono mix, soxr
-  resampling to 22,050 Hz, log-mel, atomic write), with the default front end;
+- ``prepare``: :func:`tagretrieval.audio.prepare_mels` into an empty mel store (decode, mono mix, soxr
+  resampling to 22,050 Hz, log-mel, append to the packed store), with the default front end;
 
 both in one process (``serial``: ``num_workers=0``) and in ``n_workers`` processes. Goal: prepare time
 <= 1.5 x decode time. Wall-clock times suffer on a shared machine; ``cpu_ratio`` (CPU seconds of this process
 and its joined workers, prepare / decode) is the load-independent view of the same comparison.
 ``stages_ms`` breaks one file's preparation down (mean over ``n_profile`` files):
-decode, mono mix, resampling, log-mel with torch's default thread count and with one thread, cache write.
+decode, mono mix, resampling, log-mel with torch's default thread count and with one thread, store append.
 The machine's load average is recorded: on a shared machine, multi-threaded torch suffers most.
 """
 
@@ -105,11 +105,11 @@ def time_decode(paths: list[Path], *, n_workers: int) -> tuple[float, float]:
 
 def time_prepare(paths: list[Path], cache_dir: Path, *, n_workers: int) -> tuple[float, float, int]:
     """Wall-clock and CPU seconds of ``prepare_mels`` into an empty cache, and how many mels it computed."""
-    from tagretrieval.audio import MelCache, MelFrontend, cache_params, prepare_mels
+    from tagretrieval.audio import MelFrontend, MelStore, cache_params, prepare_mels
 
     shutil.rmtree(cache_dir, ignore_errors=True)
     frontend = MelFrontend()
-    cache = MelCache(cache_dir, frontend_params=cache_params(frontend))
+    cache = MelStore(cache_dir, frontend_params=cache_params(frontend))
     start, cpu_start = time.perf_counter(), cpu_seconds()
     outcome = prepare_mels(cache, [(p.stem, p) for p in paths], frontend, num_workers=n_workers, progress=False)
     return time.perf_counter() - start, cpu_seconds() - cpu_start, outcome.n_computed
@@ -121,10 +121,10 @@ def profile_stages(paths: list[Path], cache_dir: Path) -> dict[str, float]:
     import soxr
     import torch
 
-    from tagretrieval.audio import MelCache, MelFrontend, cache_params
+    from tagretrieval.audio import MelFrontend, MelStore, cache_params
 
     frontend = MelFrontend()
-    cache = MelCache(cache_dir, frontend_params=cache_params(frontend))
+    cache = MelStore(cache_dir, frontend_params=cache_params(frontend))
     threads = torch.get_num_threads()
     totals: dict[str, float] = {}
 
@@ -144,14 +144,14 @@ def profile_stages(paths: list[Path], cache_dir: Path) -> dict[str, float]:
     with torch.no_grad():
         for path in paths:
             data, sr = timed("decode", lambda p: sf.read(p, dtype="float32", always_2d=True), path)
-            y = timed("mono_mix", np.mean, data, 1, np.float32)  # as audio.io.load_audio does today
             weights = np.full(data.shape[1], 1.0 / data.shape[1], dtype=np.float32)
-            timed("mono_mix_matmul", np.matmul, data, weights)  # the same values for 1 and 2 channels
+            y = timed("mono_mix", np.matmul, data, weights)  # as audio.io.load_audio does
             if sr != frontend.sample_rate:
                 y = timed("resample", soxr.resample, y, sr, frontend.sample_rate, "HQ")
             mel = timed(f"mel_{threads}_threads", lambda x: frontend(torch.from_numpy(x)).numpy(), y)
             timed("mel_1_thread", mel_one_thread, y)
-            timed("write", cache.write, path.stem, mel)
+            with cache.writer() as writer:  # one commit per file here: an upper bound of the write's cost
+                timed("write", writer.add, path.stem, mel)
     # resampling only happens for files not at 22,050 Hz: its mean is over all files, as the other stages'
     return {name: total / len(paths) for name, total in totals.items()}
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tagretrieval import metric_keys
+from tagretrieval.data.datamodule import to_model_layout
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import TagRetrievalModel, build_from_spec
 from tagretrieval.samplers import NEGATIVE_MODES, choose_negatives
@@ -137,6 +138,11 @@ class TagRetrievalModule(L.LightningModule):
         """A seed for this step's random stream ``stream``: a function of (seed, global step, rank) only."""
         state = np.random.SeedSequence([self.hparams["seed"], self.global_step, self.global_rank, stream])
         return int(state.generate_state(1)[0])
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if "mel" in batch:  # store layout and dtype -> the model's float32 [..., n_mels, chunk_frames], on the device
+            batch["mel"] = to_model_layout(batch["mel"])
+        return batch
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         torch.manual_seed(self._step_seed(1))  # dropout and modality dropout (CPU and every CUDA device)

@@ -28,7 +28,7 @@ from tagretrieval import metric_keys
 from tagretrieval.audio import MelStore
 from tagretrieval.baselines.context import BaselineContext, evaluate_scores, write_split
 from tagretrieval.baselines.taggers import restrict_categories
-from tagretrieval.data.datamodule import SongInputs, default_num_workers, song_loader
+from tagretrieval.data.datamodule import SongInputs, default_num_workers, song_loader, to_model_layout
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import MLPBranch, ShortChunkCNN
 
@@ -86,6 +86,10 @@ class BCETagger(L.LightningModule):
         logits = self(mel_chunks.reshape(batch * n_chunks, n_mels, n_frames))
         probabilities = torch.sigmoid(logits.float())  # float32 under mixed precision: half precision ties scores
         return probabilities.reshape(batch, n_chunks, -1).mean(dim=1)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        batch["mel"] = to_model_layout(batch["mel"])  # the store's layout and dtype -> float32 [..., n_mels, T]
+        return batch
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])

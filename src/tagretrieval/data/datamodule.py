@@ -40,9 +40,11 @@ def crop_starts(n_frames: np.ndarray, positions: np.ndarray, *, chunk_frames: in
     return (np.asarray(positions) * np.maximum(1, np.asarray(n_frames) - chunk_frames + 1)).astype(np.int64)
 
 
-def to_model_layout(crops: np.ndarray) -> torch.Tensor:
-    """Store crops ``[..., chunk_frames, n_mels]`` (float16/32) -> the models' float32 ``[..., n_mels, chunk_frames]``."""
-    return torch.from_numpy(np.ascontiguousarray(np.swapaxes(crops, -1, -2), dtype=np.float32))
+def to_model_layout(mel: torch.Tensor) -> torch.Tensor:
+    """Batches carry crops as the store holds them, ``[..., chunk_frames, n_mels]`` in its dtype (float16 halves what
+    loader workers copy and what crosses to the GPU); models take float32 ``[..., n_mels, chunk_frames]``. Called
+    where the batch already is on its device (``on_after_batch_transfer``), so on a GPU the conversion is free."""
+    return mel.transpose(-1, -2).float().contiguous()
 
 
 class SongInputs:
@@ -68,8 +70,9 @@ class SongInputs:
     def batch(self, rows: np.ndarray, *, crop_positions: np.ndarray | None = None,
               n_chunks: int | None = None) -> dict[str, torch.Tensor]:
         """Songs ``rows [B]``: ``row [B]``, ``labels [B, n_tags]``, ``cf``, ``features``, and either one training crop
-        each, ``mel [B, n_mels, chunk_frames]`` placed at ``crop_positions [B]`` in [0, 1), or ``n_chunks`` evaluation
-        chunks each, ``mel [B, n_chunks, n_mels, chunk_frames]``."""
+        each, ``mel [B, chunk_frames, n_mels]`` placed at ``crop_positions [B]`` in [0, 1), or ``n_chunks`` evaluation
+        chunks each, ``mel [B, n_chunks, chunk_frames, n_mels]``; mels in the store's layout and dtype: pass them
+        through :func:`to_model_layout` before a model."""
         rows = np.asarray(rows, dtype=np.int64)
         out = {"row": torch.from_numpy(rows.copy()),
                "labels": torch.from_numpy(np.asarray(self.labels[rows], dtype=np.float32))}
@@ -82,13 +85,13 @@ class SongInputs:
             where = type(loc)(shard=loc.shard[rows], offset=loc.offset[rows], n_frames=loc.n_frames[rows])
             if crop_positions is not None:
                 starts = crop_starts(where.n_frames, crop_positions, chunk_frames=self.chunk_frames)
-                out["mel"] = to_model_layout(self.mel_store.read_frames(where, starts, self.chunk_frames))
+                out["mel"] = torch.from_numpy(self.mel_store.read_frames(where, starts, self.chunk_frames))
             else:
                 starts = np.stack([chunk_starts(int(t), chunk_frames=self.chunk_frames, n_chunks=n_chunks)
                                    for t in where.n_frames])  # [B, n_chunks]
                 repeated = type(loc)(*(np.repeat(a, n_chunks) for a in (where.shard, where.offset, where.n_frames)))
                 crops = self.mel_store.read_frames(repeated, starts.ravel(), self.chunk_frames)
-                out["mel"] = to_model_layout(crops.reshape(len(rows), n_chunks, self.chunk_frames, -1))
+                out["mel"] = torch.from_numpy(crops.reshape(len(rows), n_chunks, self.chunk_frames, -1))
         return out
 
     def item(self, row: int, *, crop_position: float | None = None, n_chunks: int | None = None) -> dict:
