@@ -221,3 +221,19 @@ def test_large_inputs_sorted_in_threads_match_scikit_learn():
     for t in range(0, 24, 5):
         assert abs(ours["roc_auc"][t] - roc_auc_score(relevance[t], scores[t])) < 1e-12
         assert abs(ours["pr_auc"][t] - average_precision_score(relevance[t], scores[t])) < 1e-12
+
+
+def test_metrics_in_blocks_of_tags_equal_one_pass(monkeypatch):
+    # evaluation ranks tags in blocks (memory for one block at 1,000 tags x 200,000 songs); a block boundary
+    # must not change any value, ties and float32 inputs included
+    from tagretrieval.evaluation import metrics as metrics_module
+
+    rng = np.random.default_rng(3)
+    relevance = rng.random((23, 301)) < 0.2
+    scores = np.round(rng.standard_normal((23, 301)) + relevance, 1).astype(np.float32)  # many ties
+    whole = per_tag_metrics(scores, relevance, k=5)
+    monkeypatch.setattr(metrics_module, "BLOCK_ELEMENTS", 301 * 4)  # blocks of 4 tags: 6 blocks, the last short
+    blocks = per_tag_metrics(scores, relevance, k=5)
+    assert whole.keys() == blocks.keys()
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], blocks[name])

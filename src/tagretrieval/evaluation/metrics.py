@@ -22,24 +22,31 @@ from tagretrieval.metric_keys import PR_AUC, ROC_AUC, p_at
 ArrayLike = np.ndarray | torch.Tensor
 
 
+BLOCK_ELEMENTS = 1 << 22
+"""Tags are ranked in blocks of about this many scores (4M: ~200 MB of temporaries), so evaluating 1,000 tags x
+200,000 songs needs the inputs plus one block, not six float64 copies of the whole matrix. Every tag's values are
+the same as in one pass: tags are ranked independently."""
+
+
 def _to_numpy(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
-        if x.dtype != torch.bool:
-            x = x.to(torch.float64)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # NumPy has no bfloat16; float32 holds both exactly
         return x.numpy()
     return np.asarray(x)
 
 
-def to_arrays(scores: ArrayLike, relevance: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def to_arrays(scores: ArrayLike, relevance: ArrayLike, *, float64: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert inputs of the metrics below (NumPy arrays or torch tensors).
 
     Args:
         scores: ``float [n_tags, n_songs]``, finite.
         relevance: ``{0, 1} [n_tags, n_songs]``, bool or numeric.
+        float64: convert the scores to float64 (else keep their dtype: no copy of a large float32 matrix).
 
     Returns:
-        ``float64 [n_tags, n_songs]`` scores and ``bool [n_tags, n_songs]`` relevance.
+        ``float64 [n_tags, n_songs]`` (or as given) scores and ``bool [n_tags, n_songs]`` relevance.
 
     Raises:
         ValueError: not 2-D, shapes differ, no songs, non-finite scores, relevance not in {0, 1}.
@@ -60,7 +67,8 @@ def to_arrays(scores: ArrayLike, relevance: ArrayLike) -> tuple[np.ndarray, np.n
         raise ValueError(f"need at least one tag and one song, got shape {scores_np.shape}")
     if not (np.issubdtype(scores_np.dtype, np.floating) or np.issubdtype(scores_np.dtype, np.integer)):
         raise ValueError(f"scores must be numeric, got dtype {scores_np.dtype}")
-    scores_np = scores_np.astype(np.float64, copy=False)
+    if float64:
+        scores_np = scores_np.astype(np.float64, copy=False)
     finite = np.isfinite(scores_np)
     if not finite.all():
         bad_tags = np.flatnonzero(~finite.all(axis=1))
@@ -305,10 +313,16 @@ def per_tag_metrics(scores: ArrayLike, relevance: ArrayLike, *, k: int = 10) -> 
         functions.
     """
     _check_k(k)
-    scores_np, relevance_np = to_arrays(scores, relevance)
-    ranking = _rank(scores_np, relevance_np)
-    return {
-        ROC_AUC: _roc_auc(ranking),
-        PR_AUC: _average_precision(ranking),
-        p_at(min(k, scores_np.shape[1])): _precision_at_k(ranking, scores_np, relevance_np, k),
-    }
+    scores_np, relevance_np = to_arrays(scores, relevance, float64=False)
+    n_tags, n_songs = scores_np.shape
+    name = p_at(min(k, n_songs))
+    out = {ROC_AUC: np.empty(n_tags), PR_AUC: np.empty(n_tags), name: np.empty(n_tags)}
+    step = max(1, BLOCK_ELEMENTS // n_songs)
+    for start in range(0, n_tags, step):  # in blocks of tags: memory for one block, the same values
+        block = slice(start, start + step)
+        scores_block = scores_np[block].astype(np.float64)
+        ranking = _rank(scores_block, relevance_np[block])
+        out[ROC_AUC][block] = _roc_auc(ranking)
+        out[PR_AUC][block] = _average_precision(ranking)
+        out[name][block] = _precision_at_k(ranking, scores_block, relevance_np[block], k)
+    return out

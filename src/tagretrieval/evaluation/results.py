@@ -81,7 +81,7 @@ class RetrievalResults:
             ValueError: bad shapes or values (see ``metrics.to_arrays``), names that do not match the
                 rows, duplicate tags, a category unusable in a metric key, or no scorable tag at all.
         """
-        scores_np, relevance_np = to_arrays(scores, relevance)
+        scores_np, relevance_np = to_arrays(scores, relevance, float64=False)  # float32 stays float32: no copy
         n_tags, n_songs = scores_np.shape
         _check_names(tags=tags, categories=categories, n_tags=n_tags, split=split)
         n_positives = relevance_np.sum(axis=1)
