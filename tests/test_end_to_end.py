@@ -78,7 +78,8 @@ def test_cultural_and_acoustic_models_and_infonce_run(tmp_path, smoke_overrides)
 def test_ddp_on_two_cpu_processes_matches_single_process(tmp_path, smoke_overrides, trained_run):
     best = trained_run / "checkpoints" / "best.ckpt"
     args = [*smoke_overrides, "mode=test", f"ckpt_path={best}", "trainer=ddp", "trainer.devices=2",
-            "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'ddp_test'}"]
+            "trainer.accelerator=cpu", "trainer.precision=32-true",  # as the single-process run (ddp: bf16-mixed)
+            f"hydra.run.dir={tmp_path / 'ddp_test'}"]
     done = run_main(args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_metrics(tmp_path / "ddp_test") == read_metrics(trained_run)
