@@ -86,6 +86,14 @@ def test_retrieve_command_prints_and_writes_top_k_tracks_for_several_queries(tmp
     assert f"'sad piano': top 5 of {len(ids)} tracks" in printed and results["piano"][0]["track_id"] in printed
 
 
+def test_top_k_is_the_retrieval_depth_unless_inference_top_k_says_otherwise(tmp_path, smoke_overrides, trained_run):
+    """`top_k` is the k of P@k and of retrieval alike (a user's `top_k=4` is not ignored); `inference.top_k` sets
+    the retrieval depth alone."""
+    assert len(retrieve([*smoke_overrides, "top_k=4"], trained_run, tmp_path / "b", queries="piano")["piano"]) == 4
+    deeper = retrieve([*smoke_overrides, "top_k=4", "inference.top_k=6"], trained_run, tmp_path / "c", queries="piano")
+    assert len(deeper["piano"]) == 6
+
+
 def test_retrieving_a_training_tag_over_test_reproduces_the_evaluated_precision_at_10(tmp_path, smoke_overrides,
                                                                                       trained_run, synthetic_root):
     # the ranking printed to users is the ranking the evaluation measured: P@10 of every tag matches metrics/test.json
