@@ -246,3 +246,32 @@ def test_a_sweep_of_ddp_jobs_whose_processes_lightning_starts_runs_each_job_once
     for job in (0, 1):
         assert read_metrics(sweep / str(job))["n_songs"] > 0
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # no sweep inside a sweep
+
+
+# ---------------------------------------------------------------- run.sh, the paper grid as one sweep
+@pytest.mark.slow
+def test_run_sh_imports_once_then_sweeps_the_grid_as_local_jobs(tmp_path):
+    """``run.sh`` as the README gives it, on a miniature MSD500 release, the grid narrowed to two jobs (both word
+    vector sets) and run by submitit's local executor, as on a cluster."""
+    from test_msd500 import write_msd
+
+    data = tmp_path / "msd"
+    write_msd(data)
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATA": str(data), "LAUNCHER": "local", "TRAINER": "cpu",
+           "EXPERIMENT": "smoke", "SAMPLERS": "random", "MODELS": "cultural", "SWEEP_DIR": str(sweep)}
+    done = subprocess.run(["bash", str(REPO / "run.sh"), "trainer.max_epochs=1", "sampler.pairs_per_epoch=32",
+                           "progress=false", "logger=none"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert (sweep / "prepare" / "prepare_report.json").exists()  # the import, before the jobs
+    vectors = {}
+    for job in (0, 1):
+        assert read_metrics(sweep / str(job))["n_songs"] > 0
+        overrides = (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
+        vectors[job] = re.search(r"data\.word_vectors=(\w+)", overrides).group(1)
+    assert sorted(vectors.values()) == ["google", "music"]
+    compared = subprocess.run([sys.executable, "-m", "tagretrieval.reports.compare", str(sweep), "--by", "sampler",
+                               "model", "data.word_vectors"], capture_output=True, text=True, timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    assert "google" in compared.stdout and "music" in compared.stdout
