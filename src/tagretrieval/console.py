@@ -9,6 +9,9 @@ Three things Lightning does on its own, undone here (called by the task layer on
 - Every ``Trainer`` logs an advert for ``litlogger`` (a hosted service): dropped by a filter on that one message.
 - Lightning 2.6 builds torch's deprecated ``LeafSpec`` on every batch of an evaluation loop, so torch >= 2.10 warns
   on every run; the user can do nothing about it: that one warning (message, category and module) is ignored.
+- Lightning warns that our module's ``on_after_batch_transfer`` is used although a datamodule is given: that is the
+  design (the module brings a batch into the model's layout on the device; the datamodule has no such hook), so
+  that one message is ignored too.
 
 Anything else Lightning says (a real warning about the user's settings) still gets through.
 """
@@ -51,4 +54,9 @@ def configure_console() -> None:
     warnings.filterwarnings(
         "ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"), category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    warnings.filterwarnings(
+        "ignore", category=UserWarning, module=r"lightning\.pytorch\.trainer\.connectors\.data_connector",
+        message=re.escape("You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a "
+                          "`LightningDataModule`"),
     )
