@@ -160,6 +160,22 @@ def test_a_slurm_sweep_submits_one_ddp_job_per_configuration(tmp_path):
     assert submitted["folder"] == str(tmp_path / "sweep" / ".submitit" / "%j")
 
 
+@pytest.mark.parametrize("shape, want", [
+    (["trainer=gpu"], {"nodes": "1", "ntasks-per-node": "1", "gpus-per-node": "1"}),
+    (["trainer=ddp", "trainer.devices=8"], {"nodes": "1", "ntasks-per-node": "8", "gpus-per-node": "8"}),
+    (["trainer=ddp", "trainer.devices=8", "trainer.num_nodes=4"],
+     {"nodes": "4", "ntasks-per-node": "8", "gpus-per-node": "8"}),
+], ids=["1 GPU", "1 node x 8 GPUs", "4 nodes x 8 GPUs"])
+def test_the_readme_job_shapes_become_these_sbatch_options(tmp_path, shape, want):
+    env, record = fake_slurm_env(tmp_path)
+    main_py(["-m", "hydra/launcher=slurm", *shape, "hydra.launcher.partition=gpu",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=env, timeout=300)
+    submitted = json.loads(record.read_text())
+    options = sbatch_options(submitted["sbatch"])
+    assert {k: options[k] for k in want} == want and options["partition"] == "gpu"
+    assert "array" not in options and len(submitted["overrides"]) == 1  # one configuration, one job
+
+
 @pytest.mark.slow
 def test_a_submitted_job_runs_as_one_ddp_run_of_the_tasks_slurm_starts(tmp_path, smoke_overrides):
     """The job as SLURM runs it: ``srun`` starts ``ntasks-per-node`` copies of the sbatch script's command, each with
