@@ -173,10 +173,9 @@ class PreparedDataset:
 
 
 def load_if_current(prepared_dir: str | Path, *, source: dict,
-                    max_skipped_fraction: float | None = None) -> PreparedDataset | None:
+                    max_skipped_fraction: float) -> PreparedDataset | None:
     """The prepared dataset at ``prepared_dir`` if it exists, was made from ``source`` settings and skipped no more
-    than ``max_skipped_fraction`` of its tracks (by its ``prepare_report.json``), else None (import it again).
-    Every importer passes its ``max_skipped_fraction``; None (not checked) is for importers written before it."""
+    than ``max_skipped_fraction`` of its tracks (by its ``prepare_report.json``), else None (import it again)."""
     prepared_dir = Path(prepared_dir)
     if not (prepared_dir / MANIFEST).exists():
         return None
@@ -184,9 +183,9 @@ def load_if_current(prepared_dir: str | Path, *, source: dict,
     if dataset.source != source:
         return None
     report_path = prepared_dir / REPORT_FILE
-    if max_skipped_fraction is not None and report_path.exists():
+    if report_path.exists():
         report = json.loads(report_path.read_text())
-        n_candidates, n_skipped = report.get("n_candidates", 0), report.get("n_skipped_tracks", 0)
+        n_candidates, n_skipped = report["n_candidates"], report["n_skipped_tracks"]
         if n_candidates and n_skipped / n_candidates > max_skipped_fraction:
             return None  # accepted under a looser threshold: the import runs again and refuses it
     return dataset
