@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,7 @@ import pytest
 from tagretrieval.audio import MelFrontend
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.inference import Searcher
+from tagretrieval.viewer import read_viewer_data
 
 from conftest import run_task
 
@@ -44,7 +47,11 @@ def test_export_files_have_consistent_shapes_ids_and_unit_rows(exported, trained
     pd.testing.assert_frame_equal(pd.read_parquet(exported / "tracks.parquet"), tracks)
     assert info["normalized"] is True and (info["n_tracks"], info["n_tags"], info["embedding_dim"]) == (
         len(dataset.tracks), len(dataset.tags), dim)
-    assert (exported / "viewer.html").stat().st_size > 0
+    # the viewer plays the dataset's audio through paths relative to the export folder: no local absolute path
+    sources = read_viewer_data(exported / "viewer.html")["tracks"]["audio"]
+    assert len(sources) == len(dataset.tracks) and not any(s.startswith(("file:", "/")) for s in sources)
+    assert all((exported / unquote(source)).resolve() == Path(audio).resolve()
+               for source, audio in zip(sources, dataset.tracks["audio_path"]))
 
 
 def test_exported_embeddings_are_the_models_embeddings(exported, trained_run, synthetic_root):
@@ -64,3 +71,12 @@ def test_export_of_one_split(tmp_path, smoke_overrides, trained_run, synthetic_r
     assert tracks["track_id"].tolist() == [dataset.track_ids[i] for i in dataset.split_indices("valid")]
     assert np.load(tmp_path / "export" / "track_embeddings.npy").shape[0] == len(tracks) > 0
     assert not (tmp_path / "export" / "viewer.html").exists()
+
+
+def test_export_can_copy_the_audio_for_a_folder_to_share(tmp_path, smoke_overrides, trained_run, synthetic_root):
+    run_task([*smoke_overrides, "mode=export", f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+              "inference.split=test", "inference.viewer_audio=copy"], tmp_path)
+    sources = read_viewer_data(tmp_path / "export" / "viewer.html")["tracks"]["audio"]
+    n_test = len(PreparedDataset.load(synthetic_root / "prepared").split_indices("test"))
+    assert len(sources) == n_test and all(source.startswith("audio/") for source in sources)
+    assert len(list((tmp_path / "export" / "audio").iterdir())) == n_test

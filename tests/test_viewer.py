@@ -6,11 +6,15 @@ skipped (with the reason) when either is missing, unless ``TAGRETRIEVAL_REQUIRE_
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import time
 import wave
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -18,6 +22,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
+from tagretrieval.files import FileWriteError
 from tagretrieval.viewer import (
     cluster_composition,
     plot_cluster_composition,
@@ -188,10 +193,51 @@ def test_write_viewer_rejects_bad_input_and_subsamples(tmp_path):
         page = write_viewer(tmp_path / "small.html", **data, max_tracks=20)
     payload = read_viewer_data(page)
     assert len(payload["tracks"]["id"]) == 20 and payload["n_tracks_total"] == 30
-    # no audio_base: an absolute path becomes a file:// URL
-    absolute = data["tracks"].assign(audio_path=[str(tmp_path / "a b.wav")] + [""] * 29)
-    page = write_viewer(tmp_path / "abs.html", **dict(data, tracks=absolute))
-    assert read_viewer_data(page)["tracks"]["audio"][0] == (tmp_path / "a b.wav").as_uri()
+    with pytest.raises(ValueError, match="unknown audio mode 'inline'"):
+        write_viewer(tmp_path / "bad.html", **data, audio="inline")
+
+
+def test_audio_paths_are_relative_to_the_page_never_local_absolute_ones(tmp_path):
+    """An absolute audio path is written relative to the page's folder: the page holds no local path, no file://
+    URL, and keeps playing when the page and the audio move together."""
+    data = fixture_catalogue(tmp_path / "data")
+    absolute = data["tracks"].assign(audio_path=[str(tmp_path / "data" / "audio" / "best_rock.wav")] + [""] * 29)
+    page = write_viewer(tmp_path / "export" / "viewer.html", **dict(data, tracks=absolute))
+    assert read_viewer_data(page)["tracks"]["audio"][0] == "../data/audio/best_rock.wav"
+    assert "file://" not in json.dumps(read_viewer_data(page)) and str(tmp_path) not in page.read_text(encoding="utf-8")
+    spaced = data["tracks"].assign(audio_path=[str(tmp_path / "a b.wav")] + [""] * 29)
+    page = write_viewer(tmp_path / "viewer.html", **dict(data, tracks=spaced))
+    assert read_viewer_data(page)["tracks"]["audio"][0] == "a%20b.wav"  # URL-quoted
+
+
+def test_audio_copy_makes_a_folder_to_share_and_none_leaves_audio_out(tmp_path):
+    data = fixture_catalogue(tmp_path / "data")  # tracks 0-9 have audio under data/audio, given relative to data/
+    page = write_viewer(tmp_path / "export" / "viewer.html", **data, audio_base=tmp_path / "data", audio="copy")
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "export").rename(moved)
+    shutil.rmtree(tmp_path / "data")  # the shared folder needs nothing outside itself
+    sources = read_viewer_data(moved / "viewer.html")["tracks"]["audio"]
+    assert all(source.startswith("audio/") for source in sources[:10]) and sources[10:] == [""] * 20
+    for source, track_id in zip(sources[:10], data["tracks"]["track_id"][:10]):
+        copied = moved / unquote(source)
+        assert copied.read_bytes()[:4] == b"RIFF" and track_id in copied.name
+    page = write_viewer(tmp_path / "bare" / "viewer.html", **data, audio_base=tmp_path, audio="none")
+    assert read_viewer_data(page)["tracks"]["audio"] == [""] * 30 and not (tmp_path / "bare" / "audio").exists()
+
+
+def test_a_failed_page_write_leaves_no_partial_page(tmp_path, monkeypatch):
+    data = fixture_catalogue(tmp_path)
+    page = write_viewer(tmp_path / "viewer.html", **data)
+    before = page.read_bytes()
+
+    def disk_full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(FileWriteError, match=r"could not write .*viewer\.html"):
+        write_viewer(page, **data, title="another title")
+    assert page.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio", "viewer.html"]
 
 
 def test_docs_example_runs(tmp_path, monkeypatch):
@@ -328,4 +374,67 @@ def test_search_ranks_songs_by_cosine_to_the_tag(browser, catalogue):
     box.send_keys("cal\n")  # Enter on a prefix picks the first matching tag
     assert browser.execute_script("return window.viewerState.searchTag") == "calm"
     assert browser.execute_script("return window.viewerState.searchResults[0].track_id") == "best_calm"
+    assert console_errors(browser) == []
+
+
+@pytest.fixture(scope="module")
+def sixty_song_page(tmp_path_factory) -> Path:
+    """A 60-song export-like page: 4 planted clusters in 16-d (a map wider than tall or taller than wide)."""
+    rng = np.random.default_rng(5)
+    centres = planted_directions(rng, 4, 16)
+    truth = np.repeat(np.arange(4), 15)
+    songs = centres[truth] + 0.2 * rng.normal(size=(60, 16))
+    tracks = pd.DataFrame({"track_id": [f"song{i:02d}" for i in range(60)], "artist": "a", "tags": "rock",
+                           "split": "train", "audio_path": ""})
+    return write_viewer(tmp_path_factory.mktemp("sixty") / "viewer.html", track_embeddings=songs, tracks=tracks,
+                        tag_embeddings=centres[:3], tags=TAGS, categories=CATEGORIES, n_clusters=4)
+
+
+def point_layout(driver) -> tuple[np.ndarray, dict, dict, dict, float]:
+    """Every song's centre in page pixels, the canvas and reset-button rectangles, the plot area, the point radius."""
+    positions = np.array([[p["x"], p["y"]] for p in driver.execute_script(
+        "window.dispatchEvent(new Event('resize'));"  # as a browser does after a window resize
+        "return window.viewerState.colors.map((_, i) => window.viewer.clientPosition(i))")])
+    canvas, button = (driver.execute_script(f"const r = document.getElementById('{name}').getBoundingClientRect();"
+                                            "return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}")
+                      for name in ("map", "reset-view"))
+    state = driver.execute_script("return window.viewerState")
+    return positions, canvas, button, state["plotArea"], state["pointRadius"]
+
+
+@needs_browser
+@pytest.mark.parametrize("width_px, height_px", [(1280, 900), (900, 1000)])
+def test_the_map_is_fitted_to_the_canvas_and_clear_of_the_reset_button(browser, sixty_song_page, width_px,
+                                                                        height_px):
+    browser.set_window_size(width_px, height_px)
+    try:
+        check_fitted_layout(browser, sixty_song_page, width_px, height_px)
+    finally:
+        browser.set_window_size(1200, 800)  # the size the other browser tests were written for
+
+
+def check_fitted_layout(browser, page: Path, width_px: int, height_px: int) -> None:
+    open_page(browser, page)
+    positions, canvas, button, area, radius = point_layout(browser)
+    assert radius > 0
+    x, y = positions[:, 0], positions[:, 1]
+    # every point, drawn with its radius, lies inside the canvas
+    assert (x - radius >= canvas["left"]).all() and (x + radius <= canvas["right"]).all()
+    assert (y - radius >= canvas["top"]).all() and (y + radius <= canvas["bottom"]).all()
+    # and none under the reset button
+    under = ((x + radius > button["left"]) & (x - radius < button["right"]) & (y + radius > button["top"])
+             & (y - radius < button["bottom"]))
+    assert not under.any(), positions[under]
+    # the map's extent fills the plot area along one axis (within a pixel) and is centred along the other
+    width, height = x.max() - x.min(), y.max() - y.min()
+    area_w, area_h = area["right"] - area["left"], area["bottom"] - area["top"]
+    assert max(width / area_w, height / area_h) == pytest.approx(1.0, abs=1 / min(area_w, area_h))
+    centre = np.array([(x.max() + x.min()) / 2 - canvas["left"], (y.max() + y.min()) / 2 - canvas["top"]])
+    np.testing.assert_allclose(centre, [(area["left"] + area["right"]) / 2, (area["top"] + area["bottom"]) / 2],
+                               atol=1.0)
+    # a smaller window: fitted again
+    browser.set_window_size(width_px * 2 // 3, height_px * 2 // 3)
+    positions, canvas, button, area, radius = point_layout(browser)
+    assert (positions[:, 0] + radius <= canvas["right"]).all() and (positions[:, 1] + radius <= canvas["bottom"]).all()
+    assert (positions[:, 1] + radius <= button["top"]).all()
     assert console_errors(browser) == []

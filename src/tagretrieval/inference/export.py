@@ -8,11 +8,14 @@ Layout of an export folder::
     tracks.parquet         the same table (needs pyarrow)
     tags.csv               tag, category                                          (row j = embedding row j)
     export.json            what was exported: checkpoint, dataset, split, shapes, "normalized": true
+
+Every file is written atomically (:mod:`tagretrieval.files`): an interrupted export leaves whole files, old or new,
+never half of one; ``export.json`` is written last, so a folder with it holds a complete export.
 """
 
 from __future__ import annotations
 
-import json
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.files import atomic_save_npy, atomic_write, atomic_write_json, atomic_write_text
 
 TRACK_TABLE_COLUMNS: tuple[str, ...] = ("track_id", "artist", "tags", "split", "audio_path")
 
@@ -58,13 +62,16 @@ def write_export(folder: str | Path, *, track_embeddings: np.ndarray, tracks: pd
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / name for name in ("track_embeddings.npy", "tag_embeddings.npy", "tracks.csv",
                                                "tracks.parquet", "tags.csv", "export.json")}
-    np.save(paths["track_embeddings.npy"], track_embeddings)
-    np.save(paths["tag_embeddings.npy"], tag_embeddings)
+    atomic_save_npy(paths["track_embeddings.npy"], track_embeddings)
+    atomic_save_npy(paths["tag_embeddings.npy"], tag_embeddings)
     tracks = tracks.reset_index(drop=True)
-    tracks.to_csv(paths["tracks.csv"], index=False)
-    tracks.to_parquet(paths["tracks.parquet"], index=False)
-    pd.DataFrame({"tag": list(tags), "category": list(categories)}).to_csv(paths["tags.csv"], index=False)
+    atomic_write_text(paths["tracks.csv"], tracks.to_csv(index=False))
+    parquet = io.BytesIO()
+    tracks.to_parquet(parquet, index=False)
+    atomic_write(paths["tracks.parquet"], lambda f: f.write(parquet.getbuffer()))
+    tag_table = pd.DataFrame({"tag": list(tags), "category": list(categories)})
+    atomic_write_text(paths["tags.csv"], tag_table.to_csv(index=False))
     summary = {**info, "n_tracks": len(tracks), "n_tags": len(tags), "embedding_dim": int(track_embeddings.shape[1]),
                "normalized": True}
-    paths["export.json"].write_text(json.dumps(summary, indent=2))
+    atomic_write_json(paths["export.json"], summary)
     return paths

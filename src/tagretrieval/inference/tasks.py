@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.table import Table
 
 from tagretrieval.checkpoints import is_ours, module_from_checkpoint, read_checkpoint
 from tagretrieval.data.prepared import SPLITS, PreparedDataset, normalise_split
+from tagretrieval.files import atomic_write_json
 from tagretrieval.inference.export import track_table, write_export
 from tagretrieval.inference.queries import encoder_name
 from tagretrieval.inference.search import Searcher
@@ -114,8 +114,7 @@ def retrieve(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
                      [[str(i + 1), f"{s:.4f}", tracks.at[r, "track_id"], tracks.at[r, "artist"],
                        tracks.at[r, "tags"].replace(";", ", ")] for i, (s, r) in enumerate(found)])
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "retrieval.json"
-    path.write_text(json.dumps(results, indent=2))
+    path = atomic_write_json(output_dir / "retrieval.json", results)
     print(f"retrieval written to {path}")
     return results
 
@@ -155,8 +154,7 @@ def tag(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
                      "category"], [[str(i + 1), f"{s:.4f}", searcher.tags[j], searcher.categories[j]]
                                    for i, (s, j) in enumerate(zip(entry_scores, entry_columns))])
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "tags.json"
-    path.write_text(json.dumps(results, indent=2))
+    path = atomic_write_json(output_dir / "tags.json", results)
     print(f"tags written to {path}")
     return results
 
@@ -179,6 +177,6 @@ def export(cfg: DictConfig, output_dir: Path) -> dict[str, Path]:
 
         paths["viewer.html"] = write_viewer(folder / "viewer.html", track_embeddings=songs, tracks=tracks,
                                             tag_embeddings=tag_embeddings, tags=searcher.tags,
-                                            categories=searcher.categories)
+                                            categories=searcher.categories, audio=cfg.inference.viewer_audio)
     print(f"exported {len(tracks)} tracks x {searcher.embedding_dim} dims and {len(searcher.tags)} tags to {folder}")
     return paths

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tagretrieval.files import atomic_write
+
 N_TRACKS = "n_tracks"
 
 
@@ -188,6 +190,8 @@ def plot_cluster_composition(df: pd.DataFrame, path: str | Path, *, top_n: int =
     ax.set_ylim(0, 1)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
     return path

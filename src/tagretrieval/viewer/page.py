@@ -6,6 +6,11 @@ and the *full* normalised song and tag embeddings (for cosine rankings in the pa
 decimals and packed as little-endian int16 in base64: about 2.7 characters per value instead of ~8 as
 JSON text. Size grows as ``n_tracks * D * 2.7`` bytes: about 1 MB for 1,200 songs at ``D = 256``,
 15 MB for 20,000; beyond ``max_tracks`` songs a seeded subsample is shown, with a warning.
+
+Audio (``audio=``): ``"relative"`` writes each song's audio path relative to the page's folder (no local absolute
+path, no ``file://`` URL in the page: it keeps playing when the page's folder and the audio move together),
+``"copy"`` copies the files into ``audio/`` next to the page (a folder to move or share as it is), ``"none"`` writes
+no audio. The page is written atomically.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import html
 import json
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -24,12 +30,16 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from tagretrieval.files import atomic_write, atomic_write_text
 from tagretrieval.viewer.clusters import normalise_rows, spherical_kmeans, split_tags
 from tagretrieval.viewer.projection import methods_for, project
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("track_id", "artist", "tags", "split", "audio_path")
 EMBEDDING_DECIMALS = 4
 DATA_FORMAT_VERSION = 1
+AUDIO_MODES: tuple[str, ...] = ("relative", "copy", "none")
+AUDIO_DIR = "audio"
+"""With ``audio="copy"``: the folder next to the page that receives the audio files."""
 
 
 def default_n_clusters(n_tracks: int) -> int:
@@ -51,6 +61,7 @@ def write_viewer(
     seed: int = 0,
     n_clusters: int | None = None,
     audio_base: str | Path | None = None,
+    audio: str = "relative",
     max_tracks: int = 20_000,
     title: str = "tagretrieval embedding viewer",
 ) -> Path:
@@ -67,10 +78,11 @@ def write_viewer(
         projection: ``"tsne"``, ``"umap"`` (needs ``umap-learn``) or ``"both"`` (a switch in the page).
         seed: seeds the maps, the clustering and the subsample.
         n_clusters: spherical k-means clusters; None -> :func:`default_n_clusters`.
-        audio_base: folder that relative ``audio_path`` values are relative to. Given, every audio path
-            is written relative to the HTML's folder (move the page and the audio together). None:
-            absolute paths become ``file://`` URLs and relative ones are left as they are (the browser
-            resolves them against the page's folder).
+        audio_base: folder that relative ``audio_path`` values are relative to; None: relative to the page's
+            folder (where the browser resolves them).
+        audio: ``"relative"`` (paths relative to the page's folder), ``"copy"`` (files copied into
+            ``AUDIO_DIR`` next to the page; a file that cannot be found is left out, with a warning) or
+            ``"none"`` (no audio in the page).
         max_tracks: above this many songs, a seeded random subsample of ``max_tracks`` is shown (warning).
         title: the page title.
 
@@ -79,9 +91,12 @@ def write_viewer(
 
     Raises:
         ValueError: missing columns, mismatched shapes, duplicate track ids or tags, NaN/inf or
-            zero-norm embeddings (the offending tracks/tags are named).
+            zero-norm embeddings (the offending tracks/tags are named), an unknown ``audio`` mode.
+        FileWriteError: the page (or a copied audio file) could not be written; nothing partial is left.
     """
     path = Path(path)
+    if audio not in AUDIO_MODES:
+        raise ValueError(f"unknown audio mode {audio!r}; expected one of {AUDIO_MODES}")
     names = _check_inputs(track_embeddings=track_embeddings, tracks=tracks, tag_embeddings=tag_embeddings,
                           tags=tags, categories=categories, max_tracks=max_tracks)
     songs = normalise_rows(track_embeddings, names=names)
@@ -115,7 +130,7 @@ def write_viewer(
             "tag_text": ["; ".join(t) for t in tag_lists],
             "tag_ids": [[column[t] for t in tag_list if t in column] for tag_list in tag_lists],
             "split": _text(shown["split"]),
-            "audio": _audio_sources(shown["audio_path"], html_dir=path.parent, audio_base=audio_base),
+            "audio": _audio_sources(shown, html_dir=path.parent, audio_base=audio_base, mode=audio),
             "cluster": labels.tolist(),
         },
         "n_clusters": int(k),
@@ -125,8 +140,7 @@ def write_viewer(
         "projections": {m: np.round(project(songs, method=m, seed=seed), 4).ravel().tolist() for m in methods},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(data), encoding="utf-8")
-    return path
+    return atomic_write_text(path, render_html(data))
 
 
 def pack_embeddings(X: np.ndarray) -> str:
@@ -200,22 +214,39 @@ def _text(column: pd.Series) -> list[str]:
     return ["" if pd.isna(v) else str(v) for v in column.tolist()]
 
 
-def _audio_sources(column: pd.Series, *, html_dir: Path, audio_base: str | Path | None) -> list[str]:
-    """The ``<audio src>`` of each track: relative to the page (``audio_base`` given), else a file:// URL."""
-    sources = []
-    for value in _text(column):
+def _audio_sources(tracks: pd.DataFrame, *, html_dir: Path, audio_base: str | Path | None, mode: str) -> list[str]:
+    """The ``<audio src>`` of each track (URL-quoted, relative to the page's folder; "" for none), see ``audio``."""
+    if mode == "none":
+        return [""] * len(tracks)
+    html_dir = html_dir.resolve()
+    base = Path(audio_base).resolve() if audio_base is not None else html_dir
+    sources, missing = [], []
+    for row, (track_id, value) in enumerate(zip(_text(tracks["track_id"]), _text(tracks["audio_path"]))):
         if not value.strip():
             sources.append("")
             continue
-        audio = Path(value)
-        if audio_base is not None:
-            full = (Path(audio_base) / audio).resolve()
-            sources.append(quote(Path(os.path.relpath(full, html_dir.resolve())).as_posix()))
-        elif audio.is_absolute():
-            sources.append(audio.as_uri())
-        else:
-            sources.append(quote(audio.as_posix()))
+        full = (base / value).resolve()  # an absolute value stays as it is
+        if mode == "copy":
+            if not full.is_file():
+                missing.append(value)
+                sources.append("")
+                continue
+            full = _copy_audio(full, html_dir / AUDIO_DIR / f"{row:06d}-{_file_name(track_id)}{full.suffix.lower()}")
+        sources.append(quote(Path(os.path.relpath(full, html_dir)).as_posix()))
+    if missing:
+        warnings.warn(f"{len(missing)} audio file(s) not found, left out of the page: {missing[:5]}", stacklevel=3)
     return sources
+
+
+def _file_name(track_id: str) -> str:
+    """A track id usable in a file name (``a/b c`` -> ``a_b_c``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", track_id)[:100]
+
+
+def _copy_audio(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as file:
+        return atomic_write(target, lambda f: shutil.copyfileobj(file, f))
 
 
 def _warn_unknown_tags(tag_lists: list[list[str]], tags: Sequence[str]) -> None:

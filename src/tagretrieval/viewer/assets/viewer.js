@@ -76,6 +76,8 @@
     searchResults: [],     // [{index, track_id, artist, score}], best first
     highlighted: [],
     audioSrc: "",
+    plotArea: null,        // {left, top, right, bottom} in canvas px: where the map is fitted at zoom 1
+    pointRadius: 0,        // px, as drawn
     errors: [],
   };
   window.viewerState = state;
@@ -210,22 +212,54 @@
   }
 
   // ---------- drawing ----------
+  const MARGIN = 20;  // px between the outermost points and the plot area's edge (> point radius + rings)
+
   function size() {
     const rect = canvas.getBoundingClientRect();
     return { w: rect.width, h: rect.height };
   }
 
-  function toScreen(i) {
+  function plotArea(w, h) {
+    // the canvas minus a margin, and minus the band of the reset button at the bottom (no point hides under it)
+    const canvasRect = canvas.getBoundingClientRect();
+    const button = $("reset-view").getBoundingClientRect();
+    const bottom = button.height > 0 ? Math.min(h, button.top - canvasRect.top) : h;
+    return { left: MARGIN, top: MARGIN, right: Math.max(MARGIN + 1, w - MARGIN), bottom: Math.max(MARGIN + 1, bottom - MARGIN) };
+  }
+
+  // map coordinates -> canvas pixels at zoom 1: the map's extent fitted into the plot area, aspect ratio kept,
+  // centred; recomputed when the canvas changes size or another projection is shown
+  let fit = null;
+  function fitView() {
     const { w, h } = size();
-    const margin = 16;
-    const side = Math.max(1, Math.min(w, h) - 2 * margin);
-    const x = (w - side) / 2 + xy[2 * i] * side;
-    const y = (h - side) / 2 + (1 - xy[2 * i + 1]) * side;
+    let minX = Infinity, maxX = -Infinity, minY = Infinity, maxY = -Infinity;
+    for (let i = 0; i < N; i++) {
+      minX = Math.min(minX, xy[2 * i]); maxX = Math.max(maxX, xy[2 * i]);
+      minY = Math.min(minY, xy[2 * i + 1]); maxY = Math.max(maxY, xy[2 * i + 1]);
+    }
+    if (!(N > 0)) { minX = maxX = minY = maxY = 0; }
+    const area = plotArea(w, h);
+    const areaW = area.right - area.left, areaH = area.bottom - area.top;
+    const spanX = Math.max(maxX - minX, 1e-12), spanY = Math.max(maxY - minY, 1e-12);
+    const scale = Math.min(areaW / spanX, areaH / spanY);
+    fit = {
+      w, h, scale, area,
+      x0: area.left + (areaW - (maxX - minX) * scale) / 2 - minX * scale,
+      y0: area.top + (areaH - (maxY - minY) * scale) / 2 + maxY * scale,  // screen y grows downwards
+    };
+    state.plotArea = area;
+  }
+
+  function toScreen(i) {
+    const { w, h, scale, x0, y0 } = fit;
+    const x = x0 + xy[2 * i] * scale;
+    const y = y0 - xy[2 * i + 1] * scale;
     return { x: (x - w / 2) * view.zoom + w / 2 + view.panX, y: (y - h / 2) * view.zoom + h / 2 + view.panY };
   }
 
   function draw() {
     const { w, h } = size();
+    if (!fit || fit.w !== w || fit.h !== h) fitView();
     const dpr = window.devicePixelRatio || 1;
     if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
       canvas.width = Math.round(w * dpr);
@@ -234,6 +268,7 @@
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const r = (N > 5000 ? 2 : N > 1000 ? 3 : 4.5) * Math.sqrt(view.zoom);
+    state.pointRadius = r;
     ctx.lineWidth = 0.5;
     ctx.strokeStyle = "rgba(0,0,0,0.25)";
     for (const i of drawOrder) {
@@ -266,6 +301,7 @@
   }
 
   function nearest(x, y, radius) {
+    if (!fit) fitView();
     let best = -1, bestD = radius * radius;
     for (let i = 0; i < N; i++) {
       const p = toScreen(i);
@@ -389,6 +425,7 @@
     state.projection = name;
     $("projection").value = name;
     xy = DATA.projections[name];
+    fit = null;
     draw();
   }
 
@@ -484,6 +521,7 @@
     select, search, setColorMode, setProjection,
     // page (client) coordinates of song i on the map, e.g. to click it
     clientPosition(i) {
+      if (!fit) fitView();
       const rect = canvas.getBoundingClientRect();
       const p = toScreen(i);
       return { x: rect.left + p.x, y: rect.top + p.y };
