@@ -53,10 +53,11 @@ def csv_value(run_dir: Path) -> float:
     return float(frame[KEY].dropna().item())
 
 
-def mlflow_value(run_dir: Path, cwd: Path) -> float:
+def mlflow_value(run_dir: Path) -> float:
+    """Through the URI the README gives `mlflow ui` (relative to the folder main.py ran in, the current one)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
     experiment = client.get_experiment_by_name("tagretrieval")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
@@ -108,10 +109,8 @@ def neptune_value(run_dir: Path) -> float:
     return float(values[0])
 
 
-def logged_value(tracker: str, run_dir: Path, cwd: Path) -> float:
-    if tracker == "mlflow":
-        return mlflow_value(run_dir, cwd)
-    return {"tensorboard": tensorboard_value, "csv": csv_value, "wandb": wandb_value,
+def logged_value(tracker: str, run_dir: Path) -> float:
+    return {"tensorboard": tensorboard_value, "csv": csv_value, "mlflow": mlflow_value, "wandb": wandb_value,
             "neptune": neptune_value}[tracker](run_dir)
 
 
@@ -124,6 +123,7 @@ def train(tmp_path: Path, synthetic_root: Path, logger: str, monkeypatch) -> tup
     result = run_main([f"data.root={synthetic_root}", *TINY_SYNTHETIC, "experiment=smoke", "trainer.max_epochs=1",
                        "progress=false", f"logger={logger}", f"hydra.run.dir={run_dir}"], cwd=cwd)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    monkeypatch.chdir(cwd)  # where a user then reads the runs
     return run_dir, cwd
 
 
@@ -132,7 +132,7 @@ def test_every_tracker_logs_the_test_metrics_it_is_given(tmp_path, synthetic_roo
     run_dir, cwd = train(tmp_path, synthetic_root, "[" + ",".join(TRACKERS) + "]", monkeypatch)
     expected = read_metrics(run_dir)["macro"][metric_keys.PR_AUC]
     for tracker in TRACKERS:
-        assert logged_value(tracker, run_dir, cwd) == pytest.approx(expected, abs=FLOAT32_TOLERANCE), tracker
+        assert logged_value(tracker, run_dir) == pytest.approx(expected, abs=FLOAT32_TOLERANCE), tracker
     assert not (cwd / "mlruns").exists()  # MLflow 3 refuses the old file store: a database it is
 
 
@@ -145,7 +145,7 @@ def test_each_logger_config_runs_end_to_end(tmp_path, synthetic_root, monkeypatc
     run_dir, cwd = train(tmp_path, synthetic_root, logger, monkeypatch)
     expected = read_metrics(run_dir)["macro"][metric_keys.PR_AUC]
     for tracker in trackers:
-        assert logged_value(tracker, run_dir, cwd) == pytest.approx(expected, abs=FLOAT32_TOLERANCE), tracker
+        assert logged_value(tracker, run_dir) == pytest.approx(expected, abs=FLOAT32_TOLERANCE), tracker
     if logger == "none":
         assert not any((run_dir / name).exists() for name in ("tensorboard", "csv", "wandb", ".neptune"))
 
