@@ -101,6 +101,7 @@ def compute_scores(*, module: TagRetrievalModule, batches: Iterable[dict], track
     module = module.eval()
     rows, embeddings, labels = [], [], []
     for batch in batches:
+        batch = module.on_after_batch_transfer(batch, 0)  # as Lightning hands it to the module (e.g. the mel layout)
         inputs = song_inputs(batch)
         embeddings.append(module.model.embed_song_chunks(inputs.pop("mel", None), **inputs))
         rows.append(batch["row"])
