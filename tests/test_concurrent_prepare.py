@@ -85,24 +85,36 @@ def test_an_import_accepted_under_a_looser_threshold_is_refused_under_a_stricter
 def test_the_lock_makes_a_second_process_wait_and_names_the_holder(tmp_path, caplog):
     lock = lock_path_for(tmp_path / "prepared")
     assert lock == tmp_path / ".prepared.lock"
-    holder = subprocess.Popen(
+    holder = subprocess.Popen(  # holds the lock until it reads a line
         [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
+            import sys
             from tagretrieval.data.lock import exclusive
             with exclusive({str(lock)!r}, purpose="import of test"):
                 print("locked", flush=True)
-                time.sleep(1.5)
-        """)], stdout=subprocess.PIPE, text=True)
+                sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    outcome = []
     try:
         assert holder.stdout.readline().strip() == "locked"
-        started = time.monotonic()
         with caplog.at_level("INFO", logger="tagretrieval.data.lock"):
-            with exclusive(lock, purpose="import of test") as locked:
-                waited = time.monotonic() - started
-        assert locked
-        assert waited > 0.5  # it waited for the holder (which held the lock for 1.5 s after saying so)
-        assert f"pid {holder.pid}" in caplog.text and "import of test" in caplog.text
+            def wait_for_the_lock():
+                with exclusive(lock, purpose="import of test") as locked:
+                    outcome.append(locked)
+
+            waiter = threading.Thread(target=wait_for_the_lock)
+            waiter.start()
+            deadline = time.monotonic() + 120
+            while "waiting for" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert outcome == []  # still waiting: the holder has the lock
+            assert f"pid {holder.pid}" in caplog.text and "import of test" in caplog.text
+            holder.stdin.write("release\n")
+            holder.stdin.flush()
+            waiter.join(timeout=120)
+        assert outcome == [True]  # took the lock once the holder let it go
+        assert "took the lock" in caplog.text
     finally:
+        holder.kill() if holder.poll() is None else None
         holder.wait(timeout=60)
 
 
