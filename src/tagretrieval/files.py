@@ -22,6 +22,17 @@ __all__ = ["FileWriteError", "atomic_write", "atomic_write_text", "atomic_write_
            "atomic_savez"]
 
 
+def _create_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_CREATE_MODE = _create_mode()
+"""What ``open(path, "w")`` would create under the process's umask (0644 with the usual 022): files in a prepared
+folder on shared storage stay readable by the group's other users, as with any other writer."""
+
+
 class FileWriteError(OSError):
     """Writing ``path`` failed (disk full, permission denied, ...); nothing partial was left at ``path``."""
 
@@ -48,6 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], *, fsync
     except OSError as error:
         raise FileWriteError(path, error) from error
     try:
+        os.fchmod(fd, _CREATE_MODE)  # mkstemp makes 0600; a replaced file gets the mode open() would give it
         with os.fdopen(fd, "wb") as f:
             write(f)
             if fsync:
