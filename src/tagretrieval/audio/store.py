@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from tagretrieval.errors import UserError
-from tagretrieval.files import atomic_savez, atomic_write_json
+from tagretrieval.files import FileWriteError, atomic_savez, atomic_write_json
 
 LAYOUT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -363,12 +363,20 @@ class MelStoreWriter:
                 self.commit()
                 self._file.close()
             self._open_shard(len(self.store._shards))
-        self._file.write(memoryview(np.ascontiguousarray(stored)).cast("B"))
+        self._write_bytes(memoryview(np.ascontiguousarray(stored)).cast("B"))
         self._pending.append((track_id, self._frames, int(stored.shape[0])))
         self._pending_ids.add(track_id)
         self._frames += int(stored.shape[0])
         if len(self._pending) >= self.commit_tracks or time.monotonic() - self._last_commit >= self.commit_seconds:
             self.commit()
+
+    def _write_bytes(self, data: memoryview) -> None:
+        """Append to the open shard; an OSError (disk full, I/O error) is raised naming the shard file. The bytes of
+        a failed append are never committed: the next writer truncates them away."""
+        try:
+            self._file.write(data)
+        except OSError as error:
+            raise FileWriteError(Path(self._file.name), error) from error
 
     def commit(self) -> None:
         """Make everything added so far durable and visible: data, then the shard's index, then the manifest."""
@@ -376,8 +384,11 @@ class MelStoreWriter:
         if self._file is None or not self._pending:
             return
         store = self.store
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as error:
+            raise FileWriteError(Path(self._file.name), error) from error
         ids, offsets, lengths = self._committed
         ids += [p[0] for p in self._pending]
         offsets += [p[1] for p in self._pending]
@@ -392,7 +403,12 @@ class MelStoreWriter:
         self._pending, self._pending_ids = [], set()
 
     def close(self) -> None:
-        if self._file is not None:
+        """Commit what was added and close the shard (closed even when the commit fails, e.g. on a full disk)."""
+        if self._file is None:
+            return
+        try:
             self.commit()
-            self._file.close()
+        finally:
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
