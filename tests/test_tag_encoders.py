@@ -30,7 +30,7 @@ def word2vec(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["model", "kv", "txt", "bin"])
 def test_every_gensim_format_loads_the_same_vectors(word2vec, kind):
     model, paths = word2vec
-    encoder = Word2VecFile(path=str(paths[kind]), dim=12)
+    encoder = Word2VecFile(path=str(paths[kind]), dim=12, trust_pickle=kind in ("model", "kv"))
     vectors, missing = encoder.vectors(["piano", "sad"], train_tag_lists=[])
     assert missing == []
     assert np.allclose(vectors[0], model.wv["piano"], atol=1e-5)
@@ -38,7 +38,7 @@ def test_every_gensim_format_loads_the_same_vectors(word2vec, kind):
 
 def test_multi_word_tags_follow_the_vocabulary_spelling(word2vec):
     model, paths = word2vec
-    encoder = Word2VecFile(path=str(paths["model"]), dim=12)
+    encoder = Word2VecFile(path=str(paths["model"]), dim=12, trust_pickle=True)
     assert np.allclose(encoder.lookup("hip hop"), model.wv["hip-hop"])
     assert np.allclose(encoder.lookup("drum n bass"), model.wv["drum_n_bass"])
     assert np.allclose(encoder.lookup("rock"), model.wv["Rock"])
@@ -50,7 +50,7 @@ def test_multi_word_tags_follow_the_vocabulary_spelling(word2vec):
 
 def test_missing_tags_are_listed_or_dropped(word2vec):
     _, paths = word2vec
-    encoder = Word2VecFile(path=str(paths["model"]), dim=12)
+    encoder = Word2VecFile(path=str(paths["model"]), dim=12, trust_pickle=True)
     tags = ["piano", "theremin", "sad", "zydeco"]
     vectors, missing = encoder.vectors(tags, train_tag_lists=[])
     assert missing == ["theremin", "zydeco"]
@@ -64,7 +64,7 @@ def test_missing_tags_are_listed_or_dropped(word2vec):
 def test_wrong_dimension_and_missing_file_are_clear(word2vec, tmp_path):
     _, paths = word2vec
     with pytest.raises(ValueError, match="12-d"):
-        Word2VecFile(path=str(paths["model"]), dim=300).vectors(["piano"], train_tag_lists=[])
+        Word2VecFile(path=str(paths["model"]), dim=300, trust_pickle=True).vectors(["piano"], train_tag_lists=[])
     with pytest.raises(FileNotFoundError, match="nothing.bin"):
         Word2VecFile(path=str(tmp_path / "nothing.bin")).vectors(["piano"], train_tag_lists=[])
 

@@ -4,6 +4,9 @@ Every encoder maps the dataset's tag names to vectors ``[n_tags, dim]`` that fee
 
 - :class:`Word2VecFile`: any gensim-readable file (GoogleNews ``.bin``/``.bin.gz``, word2vec text ``.txt``/``.vec``,
   a gensim ``Word2Vec`` ``.model`` or ``KeyedVectors`` ``.kv``). It also embeds free-text queries (zero-shot).
+  ``.model`` and ``.kv`` files are Python pickles (loading one runs any code it holds): they are read only with
+  ``trust_pickle=True`` (main.py: ``trust_pickles=true``); ``python -m tagretrieval.tag_encoders convert IN OUT``
+  turns one into the word2vec binary (``.bin``) or text (``.txt``) format, which holds only words and numbers.
 - :class:`Cooccurrence`: gensim Word2Vec trained on the training split's tag lists (each track's tags are one
   "sentence", written ``repeats`` times so that a tag is its own context): tags that occur together get close vectors,
   tags that exclude each other do not collapse. Deterministic for a given seed.
@@ -12,15 +15,28 @@ Every encoder maps the dataset's tag names to vectors ``[n_tags, dim]`` that fee
 
 from __future__ import annotations
 
+import argparse
+import shutil
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from tagretrieval.errors import DataError, MissingFileError
+from tagretrieval.files import atomic_write
 
-class MissingWordVectorsError(ValueError):
+PICKLE_SUFFIXES: tuple[str, ...] = (".model", ".kv")   # gensim's own save format: a pickle
+BINARY_SUFFIXES: tuple[str, ...] = (".bin", ".bin.gz")  # word2vec binary; anything else is read as word2vec text
+
+
+class MissingWordVectorsError(DataError):
     """Some tags have no word vector; the message lists them."""
+
+
+class UntrustedPickleError(DataError):
+    """A word-vector file is a pickle and was not trusted; the message says how to convert it."""
 
 
 def _crc32_hash(text: str) -> int:
@@ -41,17 +57,27 @@ def spellings(text: str) -> list[str]:
 
 
 class Word2VecFile:
-    """Word vectors from a file; multi-word tags not in the vocabulary get the mean of their words' vectors."""
+    """Word vectors from a file; multi-word tags not in the vocabulary get the mean of their words' vectors.
+
+    Args:
+        path: the file; ``.model``/``.kv`` (gensim pickles) need ``trust_pickle``; ``.bin``/``.bin.gz`` are read
+            as word2vec binary, any other name as word2vec text (unless ``binary`` says otherwise).
+        dim: the vector size the model expects; a file of another size is refused.
+        limit: read only the first ``limit`` words of a word2vec-format file.
+        drop_missing: drop tags without a vector instead of refusing them.
+        trust_pickle: allow loading a gensim pickle (it can run arbitrary code: only files you trust).
+    """
 
     trainable = False
 
     def __init__(self, *, path: str, dim: int = 300, binary: bool | None = None, limit: int | None = None,
-                 drop_missing: bool = False) -> None:
+                 drop_missing: bool = False, trust_pickle: bool = False) -> None:
         self.path = Path(path)
         self.dim = dim
         self.binary = binary
         self.limit = limit
         self.drop_missing = drop_missing
+        self.trust_pickle = trust_pickle
         self._vectors = None
 
     @property
@@ -60,22 +86,23 @@ class Word2VecFile:
         if self._vectors is None:
             vectors = self._load()
             if vectors.vector_size != self.dim:
-                raise ValueError(f"{self.path} holds {vectors.vector_size}-d vectors, tag_encoder.dim is {self.dim}")
+                raise DataError(f"{self.path} holds {vectors.vector_size}-d vectors, tag_encoder.dim is {self.dim}: "
+                                f"set tag_encoder.dim={vectors.vector_size}, or use a file of {self.dim}-d vectors")
             self._vectors = vectors
         return self._vectors
 
     def _load(self):
-        from gensim.models import KeyedVectors, Word2Vec
-
         if not self.path.exists():
-            raise FileNotFoundError(f"word-vector file not found: {self.path}")
-        name = self.path.name.lower()
-        if name.endswith(".model"):
-            return Word2Vec.load(str(self.path)).wv
-        if name.endswith(".kv"):
-            return KeyedVectors.load(str(self.path))
-        binary = self.binary if self.binary is not None else name.endswith((".bin", ".bin.gz"))
-        return KeyedVectors.load_word2vec_format(str(self.path), binary=binary, limit=self.limit)
+            raise MissingFileError(f"word-vector file not found: {self.path}")
+        if is_pickle_file(self.path) and not self.trust_pickle:
+            safe = self.path.with_suffix(".bin")
+            raise UntrustedPickleError(
+                f"{self.path} is a gensim pickle ({self.path.suffix}), and loading a pickle runs any code it holds. "
+                f"Convert it once to the word2vec binary format, which holds only words and numbers: "
+                f"`python -m tagretrieval.tag_encoders convert {self.path} {safe}`, then use {safe}; or, for a "
+                "file you trust, set trust_pickles=true"
+            )
+        return load_keyed_vectors(self.path, binary=self.binary, limit=self.limit)
 
     def lookup(self, text: str) -> np.ndarray | None:
         """Vector ``[dim]`` of a tag or query: a known spelling, else the mean of its known words, else None."""
@@ -127,7 +154,7 @@ class Cooccurrence:
         # the tag branch cannot tell them apart; with 3 copies it is about 0.4 (tests/test_tag_encoders.py).
         sentences = [list(t) * self.repeats for t in train_tag_lists if len(t) > 0]
         if not sentences:
-            raise ValueError("tag_encoder=cooccurrence needs tagged training tracks; the training split has none")
+            raise DataError("tag_encoder=cooccurrence needs tagged training tracks; the training split has none")
         window = max(len(s) for s in sentences)
         model = Word2Vec(
             sentences=sentences, vector_size=self.dim, window=window, min_count=1, sg=1, negative=self.negative,
@@ -175,3 +202,62 @@ def resolve_missing(tags: Sequence[str], vectors: np.ndarray, missing: Sequence[
     if not keep:
         raise MissingWordVectorsError("no tag has a word vector")
     return [tags[j] for j in keep], vectors[keep], list(missing)
+
+
+def is_pickle_file(path: str | Path) -> bool:
+    """Whether ``path`` is in gensim's own (pickle) format, by its name: ``.model`` or ``.kv``."""
+    return Path(path).name.lower().endswith(PICKLE_SUFFIXES)
+
+
+def load_keyed_vectors(path: str | Path, *, binary: bool | None = None, limit: int | None = None):
+    """gensim ``KeyedVectors`` from any format, pickles included: the caller decides whether ``path`` is trusted."""
+    from gensim.models import KeyedVectors, Word2Vec
+
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".model"):
+        return Word2Vec.load(str(path)).wv
+    if name.endswith(".kv"):
+        return KeyedVectors.load(str(path))
+    binary = binary if binary is not None else name.endswith(BINARY_SUFFIXES)
+    return KeyedVectors.load_word2vec_format(str(path), binary=binary, limit=limit)
+
+
+def convert(source: str | Path, target: str | Path) -> Path:
+    """Write the vectors of ``source`` (any format, a gensim pickle included: only files you trust) to ``target``
+    in the word2vec format, binary for ``.bin``/``.bin.gz``, text otherwise; ``target`` appears whole or not at all.
+    """
+    source, target = Path(source), Path(target)
+    if not source.exists():
+        raise MissingFileError(f"word-vector file not found: {source}")
+    if is_pickle_file(target):
+        raise DataError(f"{target}: write the word2vec format (.bin, .bin.gz, .txt, .vec), not a pickle")
+    vectors = load_keyed_vectors(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as folder:
+        written = Path(folder) / target.name  # gensim writes to a path (gzip by the name); then one atomic move
+        vectors.save_word2vec_format(str(written), binary=target.name.lower().endswith(BINARY_SUFFIXES))
+        with open(written, "rb") as f:
+            atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m tagretrieval.tag_encoders convert IN OUT``."""
+    parser = argparse.ArgumentParser(prog="python -m tagretrieval.tag_encoders",
+                                     description="Word-vector files (tag_encoder=word2vec).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser(
+        "convert", help="convert a word-vector file (e.g. a gensim .model/.kv pickle) to the word2vec format",
+        description="Convert IN (any gensim-readable format; loading a .model/.kv pickle runs the code it holds, so "
+                    "convert only files you trust) to OUT in the word2vec format, which loads without trust: "
+                    "binary for OUT ending in .bin or .bin.gz, text otherwise (.txt, .vec).")
+    command.add_argument("source", metavar="IN")
+    command.add_argument("target", metavar="OUT")
+    args = parser.parse_args(argv)
+    target = convert(args.source, args.target)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

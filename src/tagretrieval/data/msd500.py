@@ -97,6 +97,7 @@ class MSD500Importer:
         word_vector_dim: int = 300,
         word_vector_limit: int | None = None,
         min_score: float = 50.0,
+        trust_pickles: bool = False,
         n_tags: Mapping[str, int] | None = None,
         min_positives_per_split: Mapping[str, int] | None = None,
         split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -134,6 +135,7 @@ class MSD500Importer:
         self.word_vector_dim = word_vector_dim
         self.word_vector_limit = word_vector_limit
         self.min_score = min_score
+        self.trust_pickles = trust_pickles  # source=raw: a word-vector file may be a gensim pickle (.model/.kv)
         self.n_tags = dict(n_tags or {}).get(split) if source == "raw" else None
         self.min_positives = dict(min_positives_per_split or {}).get(split) if source == "raw" else None
         if source == "raw" and (self.n_tags is None or self.min_positives is None):
@@ -269,7 +271,7 @@ class MSD500Importer:
         pairs = read_track_tags(self.annotations_dir / "track_tags.tsv", min_score=self.min_score, report=report)
         categories = read_categories(self.annotations_dir, track_tags=pairs)
         vectors = word_vector_tables(self.word_vector_files, sorted(set(pairs["tag"])), dim=self.word_vector_dim,
-                                     limit=self.word_vector_limit)
+                                     limit=self.word_vector_limit, trust_pickles=self.trust_pickles)
         for tag in sorted(set(pairs["tag"])):
             lacking = [name for name, table in vectors.items() if tag not in table]
             if lacking:

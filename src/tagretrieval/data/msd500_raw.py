@@ -91,17 +91,18 @@ def read_categories(annotations_dir: Path, *, track_tags: pd.DataFrame | None = 
     return dict(zip(counts.drop_duplicates("tag")["tag"], counts.drop_duplicates("tag")["category"]))
 
 
-def word_vector_tables(files: Mapping[str, str], tags: Iterable[str], *, dim: int,
-                       limit: int | None) -> dict[str, dict[str, np.ndarray]]:
+def word_vector_tables(files: Mapping[str, str], tags: Iterable[str], *, dim: int, limit: int | None,
+                       trust_pickles: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """For each named gensim-readable file, tag -> vector ``[dim]`` of the tags it has a vector for.
 
     Looked up with :meth:`Word2VecFile.lookup`: a spelling variant (``hip hop`` -> ``hip_hop``/``hip-hop``),
     else the mean of the words' vectors. The reference asked GoogleNews for the exact string only, so a few
-    multi-word tags it dropped are kept here.
+    multi-word tags it dropped are kept here. A gensim pickle (the release's ``music_w2v/*.model``) is read only
+    with ``trust_pickles`` (:class:`Word2VecFile`; its error says how to convert the file instead).
     """
     tables = {}
     for name, path in files.items():
-        encoder = Word2VecFile(path=str(path), dim=dim, limit=limit)
+        encoder = Word2VecFile(path=str(path), dim=dim, limit=limit, trust_pickle=trust_pickles)
         found = {tag: encoder.lookup(tag) for tag in tags}
         tables[name] = {tag: vector for tag, vector in found.items() if vector is not None}
     return tables

@@ -20,6 +20,7 @@ similarity the model was trained with. ``D`` is the model's ``embedding_dim``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,13 +38,16 @@ from tagretrieval.models import TagRetrievalModel, build_from_spec, resolve_targ
 from tagretrieval.module import song_inputs
 
 
-def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None = None) -> object | None:
+def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None = None,
+                      trusted: bool = False) -> object | None:
     """The checkpoint's tag encoder when it can embed free text (its class has ``lookup``), else None.
 
     Encoders without ``lookup`` (co-occurrence, learned, ...) are not built: their vectors are in the checkpoint.
 
     Args:
         spec: ``module.hparams["tag_encoder"]`` (``{"_target_": ..., **settings}``) or None.
+        trusted: let the encoder load a word-vector file that is a pickle (gensim ``.model``/``.kv``). This is the
+            caller's decision: a ``trust_pickle`` stored in the spec (i.e. in the checkpoint) is ignored.
         word_vectors: a word-vector file replacing the spec's ``path`` (the file moved since training).
     """
     encoder_class = None if spec is None else resolve_target(spec["_target_"])
@@ -53,7 +57,9 @@ def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None =
                              f"({None if spec is None else spec['_target_']}) reads no word-vector file: its tag "
                              "vectors are in another space, so other word vectors cannot be queried")
         return None
-    spec = dict(spec)
+    spec = {key: value for key, value in spec.items() if key != "trust_pickle"}
+    if "trust_pickle" in inspect.signature(encoder_class).parameters:
+        spec["trust_pickle"] = trusted
     if word_vectors is not None:
         spec["path"] = str(word_vectors)
     return build_from_spec(spec)
@@ -87,11 +93,12 @@ class Searcher:
                                           encoder_name=encoder_label)
 
     @classmethod
-    def from_module(cls, module, *, word_vectors: str | Path | None = None,
-                    device: str | torch.device = "cpu") -> "Searcher":
-        """From a :class:`~tagretrieval.module.TagRetrievalModule` (tags, tag vectors and encoder spec inside)."""
+    def from_module(cls, module, *, word_vectors: str | Path | None = None, device: str | torch.device = "cpu",
+                    trusted: bool = False) -> "Searcher":
+        """From a :class:`~tagretrieval.module.TagRetrievalModule` (tags, tag vectors and encoder spec inside);
+        ``trusted``: its word-vector file may be a pickle (see :func:`encoder_from_spec`)."""
         spec = module.hparams["tag_encoder"]
-        encoder = encoder_from_spec(spec, word_vectors=word_vectors)
+        encoder = encoder_from_spec(spec, word_vectors=word_vectors, trusted=trusted)
         return cls(model=module.model, tags=module.tags, categories=module.hparams["categories"],
                    tag_vectors=module.tag_vectors, encoder=encoder,
                    encoder_label=encoder_name(spec, encoder), device=device)
@@ -99,10 +106,12 @@ class Searcher:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, trusted: bool = False, word_vectors: str | Path | None = None,
                         device: str | torch.device = "cpu") -> "Searcher":
-        """From one of our checkpoint files (a reference checkpoint has no tag vocabulary: see ``__init__``)."""
+        """From one of our checkpoint files (a reference checkpoint has no tag vocabulary: see ``__init__``);
+        ``trusted``: the checkpoint and its word-vector file may hold pickled objects (only files you trust)."""
         from tagretrieval.checkpoints import load_module
 
-        return cls.from_module(load_module(path, trusted=trusted), word_vectors=word_vectors, device=device)
+        return cls.from_module(load_module(path, trusted=trusted), word_vectors=word_vectors, device=device,
+                               trusted=trusted)
 
     @property
     def embedding_dim(self) -> int:

@@ -2,8 +2,10 @@
 
 A checkpoint stores ``model.spec()`` next to the weights, so it can be reloaded without the Hydra
 config tree (and without Hydra: the library never imports it). ``build_from_spec`` is a deliberately
-small subset of ``hydra.utils.instantiate``: one level, no ``_partial_``/``_args_``, and targets only
-inside the ``tagretrieval`` package, so a checkpoint cannot make us import and call arbitrary code.
+small subset of ``hydra.utils.instantiate``: one level, no ``_partial_``/``_args_``, and only the classes listed
+in :data:`BUILDABLE`: the models, the losses and the tag encoders. A spec is data (a checkpoint may come from
+anyone), so it must not be able to name any other function of ours, let alone arbitrary code: a checkpoint
+naming e.g. ``tagretrieval.prepared_vectors.write_prepared_vectors`` is refused before anything is imported.
 """
 
 from __future__ import annotations
@@ -15,9 +17,29 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-__all__ = ["SpecMixin", "build_from_spec", "resolve_target"]
+from tagretrieval.errors import DataError
 
-_PACKAGE = "tagretrieval"
+__all__ = ["BUILDABLE", "SpecMixin", "build_from_spec", "resolve_target"]
+
+# The only targets a spec may name (their import paths as ``spec()`` writes them). A new model, loss or tag
+# encoder class must be added here to be rebuilt from a checkpoint (tests/test_safety.py checks every conf file).
+BUILDABLE: frozenset[str] = frozenset({
+    # models (conf/model)
+    "tagretrieval.models.AcousticModel",
+    "tagretrieval.models.ConcatModel",
+    "tagretrieval.models.CulturalModel",
+    "tagretrieval.models.HybridModel",
+    "tagretrieval.models.features.FeaturesModel",
+    # losses (conf/loss)
+    "tagretrieval.losses.InfoNCELoss",
+    "tagretrieval.losses.TripletLoss",
+    # tag encoders (conf/tag_encoder): a checkpoint keeps its encoder's settings to embed queries later
+    "tagretrieval.pitch_encoder.PitchEncoder",
+    "tagretrieval.prepared_vectors.PreparedVectors",
+    "tagretrieval.tag_encoders.Cooccurrence",
+    "tagretrieval.tag_encoders.Learned",
+    "tagretrieval.tag_encoders.Word2VecFile",
+})
 
 
 def _to_json(value: Any, *, where: str) -> Any:
@@ -82,57 +104,45 @@ class SpecMixin:
 
 
 def resolve_target(target: str) -> Any:
-    """Import ``target`` (a dotted path inside ``tagretrieval``) and return the object it names.
+    """The class a spec's ``target`` names; only the targets of :data:`BUILDABLE` are imported.
 
     Raises:
-        ValueError: ``target`` is not a string inside the ``tagretrieval`` package or names nothing.
+        DataError (a ValueError): ``target`` is not in :data:`BUILDABLE`.
     """
-    if not isinstance(target, str) or not target.startswith(f"{_PACKAGE}."):
-        raise ValueError(
-            f"refusing _target_ {target!r}: build_from_spec only builds objects inside the "
-            f"'{_PACKAGE}' package (a spec is data, e.g. from a checkpoint, and must not name arbitrary code)"
+    if not isinstance(target, str) or target not in BUILDABLE:
+        raise DataError(
+            f"refusing _target_ {target!r}: a spec (e.g. in a checkpoint) may only name a model, loss or tag "
+            f"encoder class of tagretrieval ({', '.join(sorted(t.rsplit('.', 1)[-1] for t in BUILDABLE))}); "
+            "the file was not made by this version of tagretrieval, or was crafted"
         )
-    parts = target.split(".")
-    if any(not part.isidentifier() for part in parts):
-        raise ValueError(f"_target_ {target!r} is not a dotted Python path")
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name is not None and module_name.startswith(error.name):
-                continue  # that prefix is not a module: try a shorter one
-            raise
-        try:
-            for attribute in parts[split:]:
-                obj = getattr(obj, attribute)
-        except AttributeError:
-            break
-        return obj
-    raise ValueError(f"_target_ {target!r} names nothing importable")
+    module_name, name = target.rsplit(".", 1)
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:  # BUILDABLE names a class that moved: a bug of ours
+        raise RuntimeError(f"BUILDABLE lists {target!r}, which names nothing importable ({error})") from error
 
 
 def build_from_spec(spec: Mapping[str, Any]) -> object:
-    """Build ``spec["_target_"](**other keys)``; the target must live inside ``tagretrieval``.
+    """Build ``spec["_target_"](**other keys)``; the target must be one of :data:`BUILDABLE`.
 
     Args:
         spec: e.g. ``{"_target_": "tagretrieval.models.HybridModel", "embedding_dim": 256, ...}``,
             typically the output of ``SpecMixin.spec()``.
 
     Raises:
-        ValueError: missing/foreign ``_target_``, or other ``_underscore_`` keys (not supported).
+        DataError (a ValueError): missing or refused ``_target_``, or other ``_underscore_`` keys (not supported).
         TypeError: the target does not accept the given keyword arguments (unknown keys fail loudly).
     """
     if not isinstance(spec, Mapping) or "_target_" not in spec:
-        raise ValueError(f"a spec must be a mapping with a '_target_' key, got {spec!r}")
+        raise DataError(f"a spec must be a mapping with a '_target_' key, got {spec!r}")
     target = spec["_target_"]
     kwargs = {key: value for key, value in spec.items() if key != "_target_"}
     special = sorted(key for key in kwargs if key.startswith("_") and key.endswith("_"))
     if special:
-        raise ValueError(f"build_from_spec does not support {special} (only '_target_'); spec target {target!r}")
+        raise DataError(f"build_from_spec does not support {special} (only '_target_'); spec target {target!r}")
     factory = resolve_target(target)
     if not callable(factory):
-        raise ValueError(f"_target_ {target!r} is not callable")
+        raise DataError(f"_target_ {target!r} is not callable")
     try:
         return factory(**kwargs)
     except TypeError as error:
