@@ -33,7 +33,7 @@ def run_task(overrides: list[str], output_dir: Path):
     """``python main.py OVERRIDES`` in-process: returns the test RetrievalResults (None for mode=prepare)."""
     from tagretrieval.tasks import run
 
-    return run(compose_config(overrides, output_dir), output_dir=output_dir)
+    return run(compose_config(overrides, output_dir), output_dir=output_dir, overrides=overrides)
 
 
 def run_main(args: list[str], *, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:

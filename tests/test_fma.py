@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import soundfile as sf
 
 from tagretrieval.audio import MelFrontend, MelStore
@@ -344,12 +345,15 @@ def test_paper_baselines_on_separable_features(fma_root):
     ("medium", "genres_all", "audio"), ("medium", "genre_top", "features"),
 ])
 def test_main_trains_and_evaluates(fma_root, tmp_path, capsys, subset, tags, kind):
-    model = "features" if kind == "features" else "acoustic"
+    # features: the dataset's own command, `data=fma data.root=R` (model=auto picks model=features); audio: model=
+    model = [] if kind == "features" else ["model=acoustic"]
     run_task(["data=fma", f"data.root={fma_root}", f"data.subset={subset}", f"data.tags={tags}",
-              f"data.input={kind}", "data.max_skipped_fraction=0.5", f"model={model}", "experiment=smoke",
+              f"data.input={kind}", "data.max_skipped_fraction=0.5", *model, "experiment=smoke",
               "trainer.max_epochs=1", "sampler.pairs_per_epoch=32", "progress=false", "logger=none"], tmp_path)
     metrics = read_metrics(tmp_path)
     assert metrics["n_songs"] > 0 and set(metrics["per_category"]) <= {"genre", "subgenre"}
+    built = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]["model"]
+    assert built["_target_"].endswith("FeaturesModel" if kind == "features" else "AcousticModel")
     assert all(0.0 <= row["roc_auc"] <= 1.0 for row in metrics["per_tag"].values())
     assert (tmp_path / "prepare_report.json").exists()
     if (subset, tags, kind) == ("medium", "genre_top", "features"):  # the documented baselines command

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 
 from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.data.folder import FolderImporter
@@ -162,8 +163,11 @@ def test_artist_disjoint_split_meets_the_positive_threshold():
 def test_main_trains_on_a_mixed_folder(folder, tmp_path):
     from conftest import read_metrics, run_task
 
-    run_task(["data=folder", f"data.root={folder}", "data.max_skipped_fraction=0.5", "model=acoustic",
+    # no model=: audio without cf_vectors.npz, so model=auto picks model=acoustic
+    run_task(["data=folder", f"data.root={folder}", "data.max_skipped_fraction=0.5",
               "experiment=smoke", "progress=false", "logger=none"], tmp_path / "run")
     metrics = read_metrics(tmp_path / "run")
+    built = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]["model"]
+    assert built["_target_"] == "tagretrieval.models.AcousticModel"
     assert metrics["n_songs"] > 0 and metrics["per_tag"]
     assert set(metrics["per_tag"]) | set(metrics["skipped_tags"]) == {"happy", "jazz", "rock", "sad"}

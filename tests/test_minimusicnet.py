@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import Ridge
 from sklearn.metrics import average_precision_score
 
@@ -191,6 +192,9 @@ def test_main_trains_with_pitch_tags_and_the_checkpoint_scores_with_the_seed_met
 
 
 def test_learned_tag_vectors_also_run(minimusic_root, tmp_path):
-    results = run_task(["data=minimusicnet", f"data.root={minimusic_root}", "model=features", "tag_encoder=learned",
+    # no model=: model=auto picks model=features, the only model that reads clip spectra
+    results = run_task(["data=minimusicnet", f"data.root={minimusic_root}", "tag_encoder=learned",
                         "experiment=smoke", "progress=false", "logger=none"], tmp_path)
     assert np.isfinite(list(results.macro.values())).all()
+    built = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]["model"]
+    assert built["_target_"] == "tagretrieval.models.features.FeaturesModel"

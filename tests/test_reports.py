@@ -344,7 +344,8 @@ def test_neighbour_command_finds_the_planted_word_and_the_learned_tag_neighbours
     out = tmp_path / "neighbours.md"
     kv, txt = toy_word_vectors
     table = neighbours_main(["--tags", "piano", "sad", "jazz", "--word-vectors", f"gensim={kv}", str(txt),
-                             "--dim", "16", "--checkpoint", f"hybrid={checkpoint}", "--k", "3", "--out", str(out)])
+                             "--dim", "16", "--checkpoint", f"hybrid={checkpoint}", "--k", "3", "--out", str(out),
+                             "--trust-pickles"])  # the .kv file is a gensim pickle, made by this test
     assert table.sources == ["gensim", "toy", "hybrid"]  # a file without NAME= is named after itself
     for source in ("gensim", "toy"):
         assert table.cells["piano", source][0][0] == "keyboard"

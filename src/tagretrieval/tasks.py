@@ -2,12 +2,16 @@
 
 ``run(cfg, output_dir=...)`` dispatches on ``cfg.mode``: ``prepare`` imports the data, ``train`` fits and then
 evaluates the best checkpoint on the test split, ``test`` evaluates ``cfg.ckpt_path`` (ours or a reference one).
+The modes that use a checkpoint take the data it was trained on unless the command line chooses other data
+(:func:`checkpoint_settings`); ``model=auto`` builds the model that fits the data (:func:`model_config`).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +19,22 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tagretrieval import metric_keys
+from tagretrieval import metric_keys, preflight
 from tagretrieval.audio import MelFrontend, MelStore
-from tagretrieval.checkpoints import is_ours, module_from_checkpoint, read_checkpoint
+from tagretrieval.checkpoints import data_config, is_ours, module_from_checkpoint, read_checkpoint
 from tagretrieval.console import configure_console
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
 from tagretrieval.data.lock import exclusive, lock_path_for
+from tagretrieval.data.inputs import dataset_inputs, describe
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.report import copy_report, skipped_summary
+from tagretrieval.errors import ConfigError, DataError
 from tagretrieval.evaluation import RetrievalResults, write_results
 from tagretrieval.evaluation.results import small_split_note
 from tagretrieval.models import TagRetrievalModel
+from tagretrieval.models.choice import auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.module import TagRetrievalModule
 from tagretrieval.reports.run_report import scores_path
@@ -89,15 +96,140 @@ def tag_vectors(cfg: DictConfig, dataset: PreparedDataset, *,
     return dataset.select_tags(kept), vectors, encoder.trainable
 
 
-def build_model(cfg: DictConfig, dataset: PreparedDataset) -> TagRetrievalModel:
-    """Instantiate ``cfg.model``; CF and feature dimensions come from the data (their one source of truth)."""
-    model_class = get_class(cfg.model._target_)
-    extra = {}
+def build_model(cfg: DictConfig, dataset: PreparedDataset, *, announced: str | None = None) -> TagRetrievalModel:
+    """Instantiate ``cfg.model`` (``model=auto``: the model that fits the dataset; its choice is logged unless it
+    is ``announced`` already); CF and feature dimensions come from the data (their one source of truth)."""
+    name, node, extra = model_config(cfg, dataset_inputs(dataset), dataset=f"'{dataset.name}'",
+                                     announce=announced is None)
+    if announced is not None and name != announced:
+        log.warning("model=auto: %s after all (the import holds %s)", name, describe(dataset_inputs(dataset)))
+    model_class = get_class(node._target_)
     if model_class.uses_cf and dataset.cf is not None:
         extra["cf_dim"] = int(dataset.cf.shape[1])
     if model_class.uses_features and dataset.features is not None:
         extra["n_features"] = int(dataset.features.shape[1])
-    return instantiate(cfg.model, **extra)
+    return instantiate(node, **extra)
+
+
+# --- model=auto and the check of model=: which model fits which data (tagretrieval.models.choice) ------------
+AUTO_CHOICES = "choices"  # conf/model/auto.yaml: the candidate configs, by name
+
+
+def model_config(cfg: DictConfig, inputs: frozenset[str], *, dataset: str,
+                 announce: bool = True) -> tuple[str, DictConfig, dict]:
+    """``(name, config node, keyword arguments)`` of the model to build for a dataset holding ``inputs``.
+
+    ``model=auto``: the first model of ``AUTO_ORDER`` that fits, logged when ``announce``; its keyword arguments
+    are the keys set on ``model`` itself (e.g. by ``experiment=smoke``). An explicit ``model=NAME`` that needs an
+    input the data lacks is a ConfigError naming the models that fit.
+    """
+    node = cfg.model
+    if AUTO_CHOICES in node:
+        name = auto_model(inputs)
+        if name is None:
+            raise ConfigError(f"model=auto: dataset {dataset} holds {describe(inputs)}, which no model reads")
+        if announce:
+            log.info("model=auto chose %s: dataset %s holds %s; model=NAME chooses another", name, dataset,
+                     describe(inputs))
+        shared = {key: value for key, value in node.items() if key != AUTO_CHOICES and value is not None}
+        return name, node[AUTO_CHOICES][name], shared
+    name = model_name(node._target_)
+    lacking = model_inputs(get_class(node._target_)) - inputs
+    if lacking:
+        fits = " or ".join(f"model={n}" for n in fitting_models(inputs)) or "none of our models (another dataset)"
+        raise ConfigError(f"model={name} needs {describe(lacking)}, but dataset {dataset} holds {describe(inputs)}: "
+                          f"use {fits}, or leave model= out (model=auto picks)")
+    return name, node, {}
+
+
+def planned_inputs(cfg: DictConfig) -> tuple[frozenset[str] | None, str]:
+    """What the import of ``cfg.data`` will hold for the song branch, told by the importer from its settings
+    (None when it cannot tell before importing), and how messages name the dataset."""
+    importer = instantiate(cfg.data)
+    label = f"'{getattr(importer, 'name', None) or type(importer).__name__.removesuffix('Importer').lower()}'"
+    song_inputs = getattr(importer, "song_inputs", None)  # optional: without it the check waits for the import
+    return (None if song_inputs is None else frozenset(song_inputs())), label
+
+
+def data_settings(cfg: DictConfig) -> dict:
+    """What a checkpoint keeps of its training data (:func:`tagretrieval.checkpoints.data_config`)."""
+    return {"data": OmegaConf.to_container(cfg.data, resolve=True),
+            "audio": OmegaConf.to_container(cfg.audio, resolve=True), "chunk_frames": int(cfg.chunk_frames)}
+
+
+def chosen(overrides: Sequence[str], key: str) -> bool:
+    """Whether a command-line override sets ``key`` or anything below it (``data=folder``, ``+data.x=1``, ...)."""
+    names = (o.lstrip("~+").split("=", 1)[0] for o in overrides)
+    return any(name == key or name.startswith((f"{key}.", f"{key}@", f"{key}/")) for name in names)
+
+
+def _data_label(node) -> str:
+    name = node.get("name") or str(node["_target_"]).rsplit(".", 1)[-1].removesuffix("Importer").lower()
+    return f"'{name}' at {node.get('root')}"
+
+
+def checkpoint_settings(cfg: DictConfig, overrides: Sequence[str] | None) -> DictConfig:
+    """``cfg`` with the data, front end and chunk length that ``cfg.ckpt_path`` was trained on, for each of them
+    the command line does not set (``data=...``, ``audio.*``, ``chunk_frames``); a different dataset given is
+    logged as such. An explicit ``model=`` other than the checkpoint's is refused: a checkpoint brings its model.
+
+    ``overrides``: the command line (Hydra's task overrides); None counts every setting as given (a config
+    composed in code says what it wants).
+    """
+    checkpoint = read_checkpoint(cfg.ckpt_path, trusted=cfg.trust_pickles)
+    if overrides is not None and is_ours(checkpoint) and chosen(overrides, "model") and AUTO_CHOICES not in cfg.model:
+        saved, given = checkpoint["hyper_parameters"]["model"]["_target_"], cfg.model._target_
+        if saved != given:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds a model={model_name(saved)}, but model="
+                              f"{model_name(given)} was given: leave model= out (a checkpoint brings its own model)")
+    stored = data_config(checkpoint)
+    if stored is None:
+        return cfg
+    given = {key for key in stored if overrides is None or chosen(overrides, key)}
+    if "trust_pickles" in stored["data"]:  # the run's decision, never the file's
+        stored["data"]["trust_pickles"] = bool(cfg.trust_pickles)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for key in set(stored) - given:
+            OmegaConf.update(cfg, key, stored[key], merge=False)
+    if "data" not in given:
+        log.info("data: %s, the checkpoint's training data", _data_label(stored["data"]))
+    else:
+        current = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "trust_pickles"}
+        if current != {k: v for k, v in stored["data"].items() if k != "trust_pickles"}:
+            log.info("data: %s as given (data=...); the checkpoint was trained on %s", _data_label(current),
+                     _data_label(stored["data"]))
+    return cfg
+
+
+def check_resume(path: str, module: TagRetrievalModule, *, trusted: bool) -> None:
+    """Refuse to resume training from a checkpoint of another model (kind or settings) than this run builds."""
+    checkpoint = read_checkpoint(path, trusted=trusted)
+    saved = (checkpoint.get("hyper_parameters") or {}).get("model")
+    if not is_ours(checkpoint):
+        raise DataError(f"ckpt_path={path} is not a tagretrieval checkpoint: mode=train resumes ours only "
+                        "(mode=test evaluates a reference checkpoint)")
+    built = module.hparams["model"]
+    if saved["_target_"] != built["_target_"]:
+        raise ConfigError(f"ckpt_path={path} holds a model={model_name(saved['_target_'])}, this run builds model="
+                          f"{model_name(built['_target_'])}: resume with model={model_name(saved['_target_'])} "
+                          "(and its other settings), or start a new run without ckpt_path")
+    differ = sorted(key for key in set(saved) | set(built) if saved.get(key) != built.get(key))
+    if differ:
+        raise ConfigError(f"ckpt_path={path} was trained with other model settings (" + ", ".join(
+            f"{key}={saved.get(key)!r}, now {built.get(key)!r}" for key in differ) + "): resume with the same "
+            "settings, or start a new run without ckpt_path")
+
+
+def tested_checkpoint(trainer: L.Trainer) -> str | None:
+    """The checkpoint ``mode=train`` tests: the best by :data:`metric_keys.MONITOR`. Without one (no callback keeps
+    it, e.g. ``~callbacks``, or validation never ran) the weights at the end of training, with a warning."""
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks
+                 if c.monitor == metric_keys.MONITOR and c.best_model_path), None)
+    if best is None:
+        log.warning("no best checkpoint (no callback keeps the best %s, or validation never ran): testing the "
+                    "weights at the end of training instead", metric_keys.MONITOR)
+    return best
 
 
 def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalModel,
@@ -105,9 +237,9 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalMod
     mel_store = None
     if model.uses_audio:
         if not dataset.has_mels:
-            raise ValueError(f"model {type(model).__name__} needs audio, but dataset '{dataset.name}' at {dataset.root} "
-                             "was imported without a mel cache (data=fma data.input=features: use model=features, "
-                             "or import with data.input=audio)")
+            fits = " or ".join(f"model={n}" for n in fitting_models(dataset_inputs(dataset)))
+            raise ConfigError(f"model {type(model).__name__} needs audio, but dataset '{dataset.name}' at "
+                              f"{dataset.root} was imported without mels: use {fits or 'another dataset'}")
         mel_store = MelStore.open(prepared.prepared_dir / "mels", frontend=prepared.frontend)
     loader = cfg.loader
     return TagRetrievalDataModule(
@@ -165,31 +297,37 @@ def finish(trainer: L.Trainer, module: TagRetrievalModule, dataset: PreparedData
 
 
 def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
+    planned, label = planned_inputs(cfg)
+    announced = None
+    if planned is not None:  # a model that cannot work on the data is refused before a long import
+        announced, _, _ = model_config(cfg, planned, dataset=label)
     prepared = prepare_data(cfg, output_dir)
     dataset, vectors, trainable = tag_vectors(cfg, prepared.dataset, shared_in=output_dir)
-    model = build_model(cfg, dataset)
+    model = build_model(cfg, dataset, announced=announced)
     module = TagRetrievalModule(
         model=model, loss=instantiate(cfg.loss), tags=dataset.tags, categories=dataset.categories,
         word_dim=vectors.shape[1], tag_vectors=vectors, train_tag_vectors=trainable,
         negatives=get_class(cfg.sampler._target_).negatives, optimizer=instantiate(cfg.optimizer),
         seed=cfg.seed, k=cfg.top_k, tag_encoder=OmegaConf.to_container(cfg.tag_encoder, resolve=True),
+        data_config=data_settings(cfg),
         channels_last=cfg.performance.channels_last, compile_cnn=cfg.performance.compile,
     )
+    if cfg.ckpt_path:
+        check_resume(cfg.ckpt_path, module, trusted=cfg.trust_pickles)
     datamodule = build_datamodule(cfg, prepared, model, dataset)
     trainer = build_trainer(cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint(trainer), verbose=False)
     return finish(trainer, module, dataset, output_dir)
 
 
 def test(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     if not cfg.ckpt_path:
-        raise ValueError("mode=test needs ckpt_path=PATH (one of our checkpoints or a reference one)")
+        raise ConfigError("mode=test needs ckpt_path=PATH (one of our checkpoints or a reference one)")
+    checkpoint = read_checkpoint(cfg.ckpt_path, trusted=cfg.trust_pickles)
+    module = module_from_checkpoint(checkpoint) if is_ours(checkpoint) else None  # a bad file fails before the import
     prepared = prepare_data(cfg, output_dir)
-    checkpoint = read_checkpoint(cfg.ckpt_path, trusted=cfg.checkpoint_trusted)
-    if is_ours(checkpoint):
-        module = module_from_checkpoint(checkpoint)
+    if module is not None:
         dataset = _align_tags(prepared.dataset, module.tags)
     else:
         dataset, vectors, _ = tag_vectors(cfg, prepared.dataset, shared_in=output_dir)
@@ -210,7 +348,7 @@ def _align_tags(dataset: PreparedDataset, tags: list[str]) -> PreparedDataset:
     """The dataset's labels in the checkpoint's tag order; a tag the data lacks is a clear error."""
     missing = [t for t in tags if t not in set(dataset.tags)]
     if missing:
-        raise ValueError(f"the checkpoint was trained on tags that dataset '{dataset.name}' lacks: {missing}")
+        raise DataError(f"the checkpoint was trained on tags that dataset '{dataset.name}' lacks: {missing}")
     return dataset.select_tags(tags)
 
 
@@ -220,28 +358,17 @@ def prepare(cfg: DictConfig, output_dir: Path) -> None:
           f"{len(prepared.dataset.tags)} tags at {prepared.prepared_dir}")
 
 
-# mode -> "module:function"; each function takes (cfg, output_dir). Imported lazily: a mode's dependencies
-# are only needed when it runs.
-MODES: dict[str, str] = {
-    "train": "tagretrieval.tasks:train",
-    "test": "tagretrieval.tasks:test",
-    "prepare": "tagretrieval.tasks:prepare",
-    "report": "tagretrieval.reports.task:report",
-    # use a trained model (tagretrieval.inference, docs/usage/retrieval.md)
-    "retrieve": "tagretrieval.inference.tasks:retrieve",
-    "tag": "tagretrieval.inference.tasks:tag",
-    "export": "tagretrieval.inference.tasks:export",
-    # baselines that place our numbers (tagretrieval.baselines, docs/usage/baselines.md)
-    "baseline": "tagretrieval.baselines.tasks:baseline",
-}
+def run(cfg: DictConfig, *, output_dir: str | Path, overrides: Sequence[str] | None = None):
+    """Entry point of ``main.py``: check, seed, then run ``cfg.mode`` (:data:`tagretrieval.preflight.MODES`).
 
-
-def run(cfg: DictConfig, *, output_dir: str | Path):
-    """Entry point of ``main.py``: seed, then run ``cfg.mode``."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"unknown mode={cfg.mode!r}; valid modes: {', '.join(MODES)}")
+    ``overrides``: the command line's settings (Hydra's task overrides), which tell a mode that uses ``ckpt_path``
+    whether to take the checkpoint's data (:func:`checkpoint_settings`); None: every setting counts as chosen.
+    """
+    preflight.check(cfg)
+    if cfg.mode in preflight.CHECKPOINT_MODES:
+        cfg = checkpoint_settings(cfg, overrides)
     output_dir = Path(output_dir)
     configure_console()  # Lightning's lines once each, no advert (tagretrieval.console)
     L.seed_everything(cfg.seed, workers=True)
-    module_name, function = MODES[cfg.mode].split(":")
+    module_name, function = preflight.MODES[cfg.mode].split(":")
     return getattr(importlib.import_module(module_name), function)(cfg, output_dir)

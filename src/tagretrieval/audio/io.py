@@ -13,11 +13,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from tagretrieval.errors import UserError
+
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg")
 """File extensions ``load_audio`` accepts (compared case-insensitively)."""
 
 
-class AudioDecodeError(Exception):
+class AudioDecodeError(UserError):
     """An audio file could not be turned into finite samples; the message names the path and the reason."""
 
     def __init__(self, path: str | Path, reason: str):

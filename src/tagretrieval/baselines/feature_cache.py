@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from tagretrieval.audio import AudioDecodeError, load_audio
 from tagretrieval.baselines.handcrafted import HandcraftedExtractor, feature_names
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ CACHE_FILE = "handcrafted_features.npz"
 JOB_TRACKS = 8  # tracks per job sent to a worker process
 
 
-class FeatureCacheMismatchError(ValueError):
+class FeatureCacheMismatchError(UserError, ValueError):
     """A feature cache was made with other parameters; the message names the file and every difference."""
 
 

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.audio import MelCache, MelFrontend, cache_params, prepare_mels
+from tagretrieval.data.inputs import AUDIO, FEATURES
 from tagretrieval.data.prepared import (
     SPLITS, accept_import, load_if_current, normalise_split, PreparedDataset, write_prepared,
 )
@@ -243,6 +244,10 @@ class FMAImporter:
     @property
     def metadata_dir(self) -> Path:
         return self.root / "fma_metadata"
+
+    def song_inputs(self) -> frozenset[str]:
+        """What the import will hold for the song branch (:mod:`tagretrieval.data.inputs`): ``data.input``."""
+        return frozenset({FEATURES} if self.input == "features" else {AUDIO})
 
     def source(self) -> dict:
         """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""

@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.audio import AUDIO_EXTENSIONS, MelCache, MelFrontend, cache_params, prepare_mels
+from tagretrieval.data.inputs import AUDIO, CF
 from tagretrieval.data.prepared import (
     accept_import, check_finite_rows, load_if_current, normalise_split, PreparedDataset, write_prepared,
 )
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
+from tagretrieval.errors import DataError, MissingFileError
 
 UNCATEGORISED = "all"
 
@@ -34,13 +36,18 @@ UNCATEGORISED = "all"
 def read_tag_table(path: Path, *, lowercase: bool) -> pd.DataFrame:
     """Read ``tags.csv`` in either layout into one row per track: track_id, artist, split, tags (list)."""
     if not path.exists():
-        raise FileNotFoundError(f"tags table not found: {path} (expected columns track_id, tags)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raise MissingFileError(f"tags table not found: {path} (expected columns track_id, tags)")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: expected a header (track_id,tags) and one row per track") from None
     table.columns = [c.strip().lower() for c in table.columns]
     if "track_id" not in table:
-        raise ValueError(f"{path}: no 'track_id' column (columns: {list(table.columns)})")
+        raise DataError(f"{path}: no 'track_id' column (columns: {list(table.columns)})")
     if "tags" not in table and "tag" not in table:
-        raise ValueError(f"{path}: needs a 'tags' column (';'-separated) or a 'tag' column (one pair per row)")
+        raise DataError(f"{path}: needs a 'tags' column (';'-separated) or a 'tag' column (one pair per row)")
+    if table.empty:
+        raise DataError(f"{path} has a header but no rows: nothing to import")
 
     def clean(tag: str) -> str:
         tag = " ".join(tag.split())
@@ -65,7 +72,7 @@ def read_tag_table(path: Path, *, lowercase: bool) -> pd.DataFrame:
 def find_audio(audio_dir: Path, report: PrepareReport) -> dict[str, Path]:
     """Map track id (file stem) -> path for every audio file under ``audio_dir``; duplicate stems are reported."""
     if not audio_dir.is_dir():
-        raise FileNotFoundError(f"audio folder not found: {audio_dir}")
+        raise MissingFileError(f"audio folder not found: {audio_dir}")
     found: dict[str, Path] = {}
     for path in sorted(audio_dir.rglob("*")):
         if not path.is_file():
@@ -84,11 +91,11 @@ def read_cf_vectors(path: Path) -> dict[str, np.ndarray]:
     """Read ``cf_vectors.npz`` into track id -> float32 vector; NaN/inf rows raise, naming the tracks."""
     with np.load(path, allow_pickle=False) as data:
         if "track_ids" not in data or "vectors" not in data:
-            raise ValueError(f"{path}: expected arrays 'track_ids' and 'vectors', found {list(data.keys())}")
+            raise DataError(f"{path}: expected arrays 'track_ids' and 'vectors', found {list(data.keys())}")
         ids = [str(t) for t in data["track_ids"]]
         vectors = np.asarray(data["vectors"], dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != len(vectors):
-        raise ValueError(f"{path}: vectors {vectors.shape} do not match {len(ids)} track ids")
+        raise DataError(f"{path}: vectors {vectors.shape} do not match {len(ids)} track ids")
     check_finite_rows(vectors, ids, what=f"CF vectors in {path}")
     return dict(zip(ids, vectors))
 
@@ -127,6 +134,11 @@ class FolderImporter:
         self.num_workers = num_workers
         self.cache_dtype = cache_dtype
 
+    def song_inputs(self) -> frozenset[str]:
+        """What the import will hold for the song branch (:mod:`tagretrieval.data.inputs`), known before importing:
+        audio, and CF vectors when ``root/cf_vectors.npz`` exists."""
+        return frozenset({AUDIO, CF} if (self.root / "cf_vectors.npz").is_file() else {AUDIO})
+
     def source(self) -> dict:
         """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""
         return {
@@ -142,7 +154,7 @@ class FolderImporter:
 
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
         if not self.root.exists():
-            raise FileNotFoundError(f"data.root does not exist: {self.root.resolve()}")
+            raise MissingFileError(f"data.root does not exist: {self.root.resolve()}")
         existing = self.load_existing()
         if existing is not None:
             return existing
@@ -156,7 +168,11 @@ class FolderImporter:
 
         categories = self._read_categories(report)
         if categories is not None:
+            given = sorted({t for tags in table["tags"] for t in tags})
             table["tags"] = [[t for t in tags if t in categories] for tags in table["tags"]]
+            if not any(len(tags) for tags in table["tags"]):  # before any audio is decoded
+                raise DataError(f"no tag of {self.root / 'tags.csv'} is listed in tag_categories.csv (tags.csv has "
+                                f"{given[:10]}, tag_categories.csv {sorted(categories)[:10]}): fix either file")
         audio = find_audio(self.root / "audio", report)
         keep = np.ones(len(table), dtype=bool)
         for i, track_id in enumerate(table["track_id"]):
@@ -191,7 +207,7 @@ class FolderImporter:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
         table.columns = [c.strip().lower() for c in table.columns]
         if not {"tag", "category"} <= set(table.columns):
-            raise ValueError(f"{path}: needs columns tag, category (found {list(table.columns)})")
+            raise DataError(f"{path}: needs columns tag, category (found {list(table.columns)})")
         tags = [" ".join(t.split()) for t in table["tag"]]
         tags = [t.lower() for t in tags] if self.lowercase_tags else tags
         return dict(zip(tags, table["category"].str.strip()))
@@ -226,7 +242,7 @@ class FolderImporter:
         table, labels = table[tagged].reset_index(drop=True), labels[tagged]
         cf = None if cf is None else cf[tagged]
         if len(table) == 0:
-            raise ValueError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
+            raise DataError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
         table["split"] = self._splits(table, labels, report)
         report.n_kept = len(table)
         accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
@@ -242,9 +258,9 @@ class FolderImporter:
             try:
                 return np.array([normalise_split(s) for s in given])
             except ValueError as error:
-                raise ValueError(f"{self.root / 'tags.csv'}: {error}") from None
+                raise DataError(f"{self.root / 'tags.csv'}: {error}") from None
         if (given != "").any():
-            raise ValueError(f"{self.root / 'tags.csv'}: the split column is empty for some tracks; fill it or drop it")
+            raise DataError(f"{self.root / 'tags.csv'}: the split column is empty for some tracks; fill it or drop it")
         outcome = artist_disjoint_split(
             table["artist"].tolist(), labels, fractions=self.split_fractions, seed=self.split_seed,
             min_positives=self.min_positives_per_split, max_draws=self.max_split_draws,

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.audio import MelFrontend, cache_params, open_for_prepare, prepare_mels
+from tagretrieval.data.inputs import AUDIO
 from tagretrieval.data.prepared import accept_import, load_if_current, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
 
@@ -193,6 +194,10 @@ class JamendoImporter:
         self.max_skipped_fraction = max_skipped_fraction
         self.num_workers = num_workers
         self.cache_dtype = cache_dtype
+
+    def song_inputs(self) -> frozenset[str]:
+        """What the import holds for the song branch (:mod:`tagretrieval.data.inputs`): audio."""
+        return frozenset({AUDIO})
 
     def source(self) -> dict:
         """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""

@@ -40,6 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tagretrieval.audio import MelFrontend
+from tagretrieval.data.inputs import FEATURES
 from tagretrieval.data.prepared import SPLITS, accept_import, load_if_current, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.pitch_encoder import N_MIDI_NOTES, midi_octave, midi_to_name
@@ -173,6 +174,10 @@ class MiniMusicNetImporter:
         self.clips_per_recording = clips_per_recording
         self.min_train_clips = min_train_clips
         self.max_skipped_fraction = max_skipped_fraction
+
+    def song_inputs(self) -> frozenset[str]:
+        """What the import holds for the song branch (:mod:`tagretrieval.data.inputs`): each clip's spectrum."""
+        return frozenset({FEATURES})
 
     def source(self) -> dict:
         """What the prepared data depends on: a changed value triggers a new import."""

@@ -32,6 +32,7 @@ from tagretrieval.data.cf_factors import (
     CFTable, als_item_factors, read_item_factors, read_sid_mismatches, read_triplets, song_of_track,
 )
 from tagretrieval.data.folder import find_audio
+from tagretrieval.data.inputs import AUDIO, CF
 from tagretrieval.data.msd500_raw import (
     UNCATEGORISED, artist_of, label_matrix, read_categories, read_track_table, read_track_tags, top_tags,
     word_vector_tables,
@@ -96,8 +97,8 @@ class MSD500Importer:
         word_vector_files: Mapping[str, str | None] | None = None,
         word_vector_dim: int = 300,
         word_vector_limit: int | None = None,
-        min_score: float = 50.0,
         trust_pickles: bool = False,
+        min_score: float = 50.0,
         n_tags: Mapping[str, int] | None = None,
         min_positives_per_split: Mapping[str, int] | None = None,
         split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -134,8 +135,8 @@ class MSD500Importer:
         self._check_paths()
         self.word_vector_dim = word_vector_dim
         self.word_vector_limit = word_vector_limit
-        self.min_score = min_score
         self.trust_pickles = trust_pickles  # source=raw: a word-vector file may be a gensim pickle (.model/.kv)
+        self.min_score = min_score
         self.n_tags = dict(n_tags or {}).get(split) if source == "raw" else None
         self.min_positives = dict(min_positives_per_split or {}).get(split) if source == "raw" else None
         if source == "raw" and (self.n_tags is None or self.min_positives is None):
@@ -165,6 +166,11 @@ class MSD500Importer:
         if missing:
             raise ValueError(f"source={self.data_source}, media={self.media}, cf={self.cf} need "
                              + ", ".join(f"data.{key}" for key in missing))
+
+    def song_inputs(self) -> frozenset[str]:
+        """What the import will hold for the song branch (:mod:`tagretrieval.data.inputs`): audio unless
+        ``media=none``, CF vectors unless ``cf=none``."""
+        return frozenset(({AUDIO} if self.media != "none" else set()) | ({CF} if self.cf != "none" else set()))
 
     # ---------------------------------------------------------------- idempotency
     def source(self) -> dict:

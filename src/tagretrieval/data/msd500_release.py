@@ -23,6 +23,7 @@ import numpy as np
 
 from tagretrieval.data.prepared import SPLITS
 from tagretrieval.data.report import PrepareReport
+from tagretrieval.errors import UserError
 
 SPLIT_PREFIX: dict[str, str] = {"msd100": "", "msd50": "sub_"}
 
@@ -38,7 +39,7 @@ _SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 (how protocol 2 stores bytes). Anything else (``os.system``, ``builtins.eval``...) is refused."""
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """A pickle referenced a global outside :data:`_SAFE_GLOBALS`."""
 
 

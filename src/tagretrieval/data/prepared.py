@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.data.report import REPORT_FILE, PrepareReport, TooManySkippedError
+from tagretrieval.errors import DataError, UserError
 from tagretrieval.files import atomic_save_npy, atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
@@ -42,7 +43,7 @@ MANIFEST = "manifest.json"
 TRACK_COLUMNS: tuple[str, ...] = ("track_id", "artist", "split", "audio_path")
 
 
-class PreparedDataError(Exception):
+class PreparedDataError(UserError):
     """A prepared folder is missing, unfinished or inconsistent."""
 
 
@@ -60,7 +61,7 @@ def check_finite_rows(values: np.ndarray, track_ids: Sequence[str], *, what: str
     if bad.any():
         names = [str(track_ids[i]) for i in np.flatnonzero(bad)]
         shown = ", ".join(names[:20]) + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
-        raise ValueError(f"{what} contain NaN/inf for {len(names)} track(s): {shown}")
+        raise DataError(f"{what} contain NaN/inf for {len(names)} track(s): {shown}")
 
 
 @dataclass

@@ -6,12 +6,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from tagretrieval.errors import UserError
 from tagretrieval.files import atomic_write, atomic_write_json
 
 REPORT_FILE = "prepare_report.json"
 
 
-class TooManySkippedError(Exception):
+class TooManySkippedError(UserError):
     """An import skipped more than the allowed fraction of its tracks."""
 
 

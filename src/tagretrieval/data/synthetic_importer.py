@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tagretrieval.audio import MelFrontend
 from tagretrieval.data.folder import FolderImporter
+from tagretrieval.data.inputs import AUDIO, CF
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.synthetic import SyntheticSpec, generate_synthetic
 
@@ -37,6 +38,10 @@ class SyntheticImporter:
             root=root, prepared_dir=prepared_dir, name="synthetic", split_seed=split_seed,
             min_positives_per_split=5, num_workers=num_workers, max_skipped_fraction=0.0,
         )
+
+    def song_inputs(self) -> frozenset[str]:
+        """What the import holds for the song branch (:mod:`tagretrieval.data.inputs`): audio and CF vectors."""
+        return frozenset({AUDIO, CF})
 
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
         generate_synthetic(self.root, spec=self.spec, progress=progress)

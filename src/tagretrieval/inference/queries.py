@@ -24,8 +24,10 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from tagretrieval.errors import UserError
 
-class UnknownQueryError(ValueError):
+
+class UnknownQueryError(UserError, ValueError):
     """A query has no word vector; the message names the unknown words and near-miss tags."""
 
 

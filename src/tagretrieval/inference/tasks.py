@@ -24,6 +24,7 @@ from tagretrieval.inference.export import track_table, write_export
 from tagretrieval.inference.queries import encoder_name
 from tagretrieval.inference.search import Searcher
 from tagretrieval.models.reference import model_from_reference
+from tagretrieval.errors import ConfigError, DataError
 from tagretrieval.tasks import Prepared, prepare_data, tag_vectors
 
 log = logging.getLogger(__name__)
@@ -32,17 +33,17 @@ log = logging.getLogger(__name__)
 def _as_list(value, key: str) -> list[str]:
     """``query=piano`` or ``'query=[piano,"sad guitar"]'`` -> ``["piano", "sad guitar"]``."""
     if value is None:
-        raise ValueError(f"give {key}=VALUE or '{key}=[VALUE,VALUE]'")
+        raise ConfigError(f"give {key}=VALUE or '{key}=[VALUE,VALUE]'")
     values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     if not values:
-        raise ValueError(f"{key} is an empty list")
+        raise ConfigError(f"{key} is an empty list")
     return [str(v) for v in values]
 
 
 def _read_checkpoint(cfg: DictConfig) -> dict:
     if not cfg.ckpt_path:
-        raise ValueError(f"mode={cfg.mode} needs ckpt_path=PATH (a checkpoint of ours or a reference one)")
-    return read_checkpoint(cfg.ckpt_path, trusted=cfg.checkpoint_trusted)
+        raise ConfigError(f"mode={cfg.mode} needs ckpt_path=PATH (a checkpoint of ours or a reference one)")
+    return read_checkpoint(cfg.ckpt_path, trusted=cfg.trust_pickles)
 
 
 def build_searcher(cfg: DictConfig, checkpoint: dict, dataset: PreparedDataset | None) -> Searcher:
@@ -50,9 +51,9 @@ def build_searcher(cfg: DictConfig, checkpoint: dict, dataset: PreparedDataset |
     ``dataset`` and ``cfg.tag_encoder`` (as ``mode=test`` does), so it needs one."""
     if is_ours(checkpoint):
         return Searcher.from_module(module_from_checkpoint(checkpoint), word_vectors=cfg.inference.word_vectors,
-                                    device=cfg.inference.device)
+                                    device=cfg.inference.device, trusted=cfg.trust_pickles)
     if dataset is None:
-        raise ValueError(f"{cfg.ckpt_path} is a reference checkpoint (no tag vocabulary inside): its tags come from "
+        raise ConfigError(f"{cfg.ckpt_path} is a reference checkpoint (no tag vocabulary inside): its tags come from "
                          "the configured dataset and tag_encoder")
     dataset, vectors, _ = tag_vectors(cfg, dataset)
     encoder = instantiate(cfg.tag_encoder)
@@ -70,14 +71,14 @@ def split_rows(dataset: PreparedDataset, split: str) -> np.ndarray:
     try:
         return dataset.split_indices(normalise_split(split))
     except ValueError:
-        raise ValueError(f"inference.split={split!r}: expected all or one of {SPLITS}") from None
+        raise ConfigError(f"inference.split={split!r}: expected all or one of {SPLITS}") from None
 
 
 def _embed_split(cfg: DictConfig, searcher: Searcher, prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``cfg.inference.split`` and their song embeddings ``[n_rows, D]``."""
     rows = split_rows(prepared.dataset, cfg.inference.split)
     if len(rows) == 0:
-        raise ValueError(f"dataset '{prepared.dataset.name}' has no track in split {cfg.inference.split!r}")
+        raise DataError(f"dataset '{prepared.dataset.name}' has no track in split {cfg.inference.split!r}")
     embeddings = searcher.embed_dataset(prepared.dataset, frontend=prepared.frontend, rows=rows,
                                         batch_size=cfg.inference.batch_size, progress=cfg.progress)
     return rows, embeddings
@@ -137,7 +138,7 @@ def tag(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
         unknown = [t for t in ids if t not in row_of]
         if unknown:
             hints = {t: difflib.get_close_matches(t, list(row_of), n=3) for t in unknown}
-            raise ValueError(
+            raise ConfigError(
                 f"tracks: neither existing files nor track ids of dataset '{prepared.dataset.name}': "
                 + "; ".join(f"{t!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for t, h in hints.items()))
         songs = searcher.embed_dataset(prepared.dataset, frontend=prepared.frontend, rows=[row_of[t] for t in ids],

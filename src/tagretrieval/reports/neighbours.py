@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> NeighbourTable:
         description="Nearest words (word-vector files) and nearest tags (learned tag spaces) of tags, as Markdown.")
     parser.add_argument("--tags", nargs="+", required=True, help="query tags (quote multi-word tags)")
     parser.add_argument("--word-vectors", nargs="*", default=[], metavar="[NAME=]PATH",
-                        help="gensim-readable files (.bin, .bin.gz, .txt, .vec, .model, .kv); "
+                        help="gensim-readable files (.bin, .bin.gz, .txt, .vec; .model, .kv with --trust-pickles); "
                              "column name: NAME, default the file name without extension")
     parser.add_argument("--dim", type=int, default=300, help="dimension of the word vectors (default 300)")
     parser.add_argument("--checkpoint", nargs="*", default=[], metavar="[NAME=]PATH",
@@ -171,13 +171,17 @@ def main(argv: Sequence[str] | None = None) -> NeighbourTable:
                              "(column name: NAME, default 'learned')")
     parser.add_argument("--checkpoint-trusted", action="store_true",
                         help="allow checkpoints holding arbitrary pickled objects (only files you trust)")
+    parser.add_argument("--trust-pickles", action="store_true",
+                        help="allow files that are Python pickles: gensim .model/.kv word vectors and checkpoints "
+                             "holding pickled objects (only files you trust; or convert the word vectors with "
+                             "`python -m tagretrieval.tag_encoders convert IN OUT.bin`)")
     parser.add_argument("--k", type=int, default=5, help="neighbours per cell (default 5)")
     parser.add_argument("--no-scores", action="store_true", help="list neighbours without their cosine")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
-    word_vectors = {name: Word2VecFile(path=str(path), dim=args.dim)
+    word_vectors = {name: Word2VecFile(path=str(path), dim=args.dim, trust_pickle=args.trust_pickles)
                     for name, path in _named(args.word_vectors, what="--word-vectors").items()}
-    tag_spaces = {name: learned_tag_space(path, trusted=args.checkpoint_trusted)
+    tag_spaces = {name: learned_tag_space(path, trusted=args.checkpoint_trusted or args.trust_pickles)
                   for name, path in _named(args.checkpoint, what="--checkpoint", default="learned").items()}
     table = neighbour_table(queries=args.tags, word_vectors=word_vectors, tag_spaces=tag_spaces, k=args.k)
     markdown = table.to_markdown(with_scores=not args.no_scores)

@@ -1,5 +1,5 @@
 """``python main.py mode=report run_dir=DIR``: the task-layer part of the reports (the one module here that reads a
-``DictConfig``; it is listed in ``tagretrieval.tasks.MODES``).
+``DictConfig``; it is listed in ``tagretrieval.preflight.MODES``).
 
 The scores of ``DIR``'s split come from ``DIR/metrics/<split>_scores.npz`` when it exists; otherwise they are
 recomputed from ``report.checkpoint`` and the data described by ``DIR/.hydra/config.yaml`` (the run's own config,
