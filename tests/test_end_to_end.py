@@ -15,7 +15,8 @@ from conftest import read_metrics, run_main, run_task
 
 def test_train_writes_metrics_checkpoints_and_logs(trained_run):
     metrics = read_metrics(trained_run)
-    assert set(metrics) == {"split", "n_songs", "k", "macro", "per_category", "per_tag", "skipped_tags", "notes"}
+    assert set(metrics) == {"split", "n_songs", "k", "macro", "per_category", "per_tag", "skipped_tags", "notes",
+                            "song_wise"}
     assert set(metrics["macro"]) == set(metric_keys.metrics(10)) and metrics["k"] == 10
     assert set(metrics["per_category"]) == {"instrument", "tempo", "mood", "location", "era"}
     for values in metrics["per_category"].values():

@@ -112,7 +112,8 @@ def test_flat_gives_logger_keys_for_macro_and_categories(results):
     assert flat["test/pr_auc/macro"] == results.macro[PR_AUC]
     assert flat["test/roc_auc/mood"] == results.per_category["mood"][ROC_AUC]
     assert flat["test/p_at_10/genre"] == results.per_category["genre"][P_AT_10]
-    assert len(flat) == len(METRICS) * (1 + len(results.per_category))
+    assert flat["test/song_roc_auc"] == results.song_wise[ROC_AUC] and flat["test/song_pr_auc"] == results.song_wise[PR_AUC]
+    assert len(flat) == len(METRICS) * (1 + len(results.per_category)) + 2
     assert all(isinstance(value, float) for value in flat.values())
     # hierarchical trackers (Neptune) refuse a key that is both a value and a folder of other keys
     assert not [(a, b) for a in flat for b in flat if b.startswith(a + "/")]
@@ -146,7 +147,8 @@ def test_json_round_trip_with_exact_keys_and_no_nan(tmp_path, results):
         raise AssertionError(f"{constant} in JSON")
 
     data = json.loads(path.read_text(), parse_constant=reject)
-    assert list(data) == ["split", "n_songs", "k", "macro", "per_category", "per_tag", "skipped_tags", "notes"]
+    assert list(data) == ["split", "n_songs", "k", "macro", "per_category", "per_tag", "skipped_tags", "notes",
+                          "song_wise"]
     assert RetrievalResults.from_json(path) == results
 
 

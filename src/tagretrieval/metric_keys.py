@@ -8,6 +8,7 @@ hierarchical trackers (Neptune, W&B sections) never see one name used as both a 
 
     valid/pr_auc/macro    valid/pr_auc/era    valid/pr_auc/mood    ...
     valid/p_at_10/macro   valid/p_at_10/era   ...
+    valid/song_roc_auc    valid/song_pr_auc   (song-wise: each song ranks the tags; plain values)
     train/loss            (not a retrieval metric: a plain value)
 
 Precision at ``k`` is named by its ``k`` (``p_at_10``, ``p_at_5``): a file or a logger key always says which
@@ -22,6 +23,10 @@ ROC_AUC = "roc_auc"
 PR_AUC = "pr_auc"
 P_AT_PREFIX = "p_at_"
 LOSS = "loss"
+SONG_ROC_AUC = "song_roc_auc"
+"""Auto-tagging's song-wise ROC-AUC (each song ranks the tags), mean over songs: ``test/song_roc_auc``."""
+SONG_PR_AUC = "song_pr_auc"
+"""Song-wise PR-AUC (AP of each song's tags), mean over songs: ``test/song_pr_auc``."""
 
 MACRO = "macro"
 """The macro average's place in a key (``valid/pr_auc/macro``); not usable as a tag category name."""

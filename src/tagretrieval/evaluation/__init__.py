@@ -5,6 +5,7 @@ from tagretrieval.evaluation.metrics import (
     per_tag_metrics,
     precision_at_k,
     roc_auc,
+    song_wise_metrics,
     to_arrays,
 )
 from tagretrieval.evaluation.results import (
@@ -22,6 +23,7 @@ __all__ = [
     "per_tag_metrics",
     "precision_at_k",
     "roc_auc",
+    "song_wise_metrics",
     "to_arrays",
     "write_results",
 ]

@@ -1,7 +1,9 @@
 """Per-tag retrieval metrics: pure, vectorised functions on ``scores [n_tags, n_songs]``.
 
 Each row of ``scores`` ranks every song for one tag (higher = more relevant); the same row of
-``relevance`` says which songs carry the tag. Results are ``float64 [n_tags]``.
+``relevance`` says which songs carry the tag. Results are ``float64 [n_tags]``. The song-wise metrics of
+auto-tagging (each song ranks the tags: :func:`song_wise_metrics`) are the same functions on the transposed
+matrices, so both directions share one definition.
 
 Why not scikit-learn: ``roc_auc_score`` / ``average_precision_score`` take one tag at a time, so a
 test split of 100 tags x 20,000 songs costs 100 sorts plus Python overhead per call. Here one
@@ -326,3 +328,23 @@ def per_tag_metrics(scores: ArrayLike, relevance: ArrayLike, *, k: int = 10) -> 
         out[PR_AUC][block] = _average_precision(ranking)
         out[name][block] = _precision_at_k(ranking, scores_block, relevance_np[block], k)
     return out
+
+
+def song_wise_metrics(scores: ArrayLike, relevance: ArrayLike) -> dict[str, np.ndarray]:
+    """ROC-AUC and AP of each song ranking the tags (auto-tagging's "sample-wise" metrics, song as the query).
+
+    The per-tag functions on the transposed matrices: song ``j``'s values are those of a "tag" whose scores are
+    column ``j`` of ``scores`` and whose positives are the tags the song carries. They equal
+    ``sklearn.metrics.roc_auc_score`` / ``average_precision_score`` of each column, ties included.
+
+    Args:
+        scores: ``float [n_tags, n_songs]``, as for the per-tag metrics.
+        relevance: ``{0, 1} [n_tags, n_songs]``.
+
+    Returns:
+        ``{ROC_AUC, PR_AUC}`` -> ``float64 [n_songs]``; NaN where a song carries no tag (ROC-AUC also where it
+        carries every tag).
+    """
+    scores_np, relevance_np = to_arrays(scores, relevance, float64=False)
+    per_song = per_tag_metrics(scores_np.T, relevance_np.T, k=1)  # blocks of songs; no copy of the whole matrix
+    return {ROC_AUC: per_song[ROC_AUC], PR_AUC: per_song[PR_AUC]}
