@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 
@@ -45,16 +44,9 @@ def test_config_mistakes_are_one_line_before_the_heavy_imports(tmp_path, args, f
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_the_traceback_is_there_on_request(tmp_path):
-    env_before = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        done = run_main(["data=folder", f"hydra.run.dir={tmp_path}"])
-    finally:
-        if env_before is None:
-            del os.environ["HYDRA_FULL_ERROR"]
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = env_before
+def test_the_traceback_is_there_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # run_main passes the environment on
+    done = run_main(["data=folder", f"hydra.run.dir={tmp_path}"])
     assert done.returncode == 1 and "Traceback" in done.stderr and "ConfigError" in done.stderr
 
 
