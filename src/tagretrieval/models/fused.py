@@ -1,0 +1,113 @@
+"""Audio and song features in one song embedding (``model=fused``): the short-chunk CNN and a feature-vector MLP,
+fused by the gated fusion of ``model=hybrid``.
+
+The features are any fixed-size vector per song: the hand-crafted librosa statistics of ``song_features=handcrafted``
+(computed from the audio of any dataset, :mod:`tagretrieval.song_features`) or a dataset's own (FMA's 518). They
+carry what one 4-s crop through a small CNN misses: statistics over the whole clip (tempo, beat regularity, chroma
+over every bar), while the CNN carries the timbre and texture that the summaries blur.
+
+Song branch:
+
+1. audio: ``cnn`` (``cnn_out_dim``) -> ``audio_head`` MLP -> ``embedding_dim``, per chunk, averaged over the
+   evaluation chunks (as :class:`~tagretrieval.models.HybridModel` does);
+2. features: ``input_norm`` (``BatchNorm1d`` without affine parameters: standardisation by running statistics, see
+   :mod:`tagretrieval.models.features`) -> ``feature_branch`` MLP -> ``embedding_dim``;
+3. ``fusion`` (:class:`~tagretrieval.models.branches.GatedFusion`): both L2-normalised, a per-dimension gate,
+   and modality dropout in training (each sample loses one of the two with probability ``modality_dropout``),
+   so that each branch places songs on its own and the gate cannot collapse onto the one that learns faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from tagretrieval.models.branches import PAPER_CNN_CHANNELS, GatedFusion, MLPBranch, ShortChunkCNN
+from tagretrieval.models.retrieval import TagRetrievalModel, _check_positive, cut_eval_chunks
+
+__all__ = ["FusedModel"]
+
+
+class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.FusedModel"):
+    """Song embedding from log-mel chunks and a feature vector, gated (module docstring).
+
+    Args:
+        n_features: size of the feature vectors (from the data: ``dataset.features``).
+        standardize: standardise each feature with running batch statistics (``BatchNorm1d``, no affine).
+        cnn_out_dim: channels of the CNN's last 1x1 conv, the input of ``audio_head``.
+        modality_dropout: probability, per training sample, that one modality (audio or features, 50/50) is
+            dropped and the other used alone.
+    """
+
+    uses_audio: ClassVar[bool] = True
+    uses_cf: ClassVar[bool] = False
+    uses_features: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        word_dim: int = 300,
+        embedding_dim: int = 256,
+        hidden_dim: int = 512,
+        dropout: float = 0.5,
+        chunk_frames: int = 173,
+        n_eval_chunks: int = 8,
+        n_mels: int = 128,
+        cnn_channels: Sequence[int] = PAPER_CNN_CHANNELS,
+        cnn_out_dim: int = 256,
+        n_features: int = 223,
+        standardize: bool = True,
+        modality_dropout: float = 0.25,
+    ) -> None:
+        super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
+        _check_positive(cnn_out_dim=cnn_out_dim, n_features=n_features)
+        self.n_features = n_features
+        self.cnn = ShortChunkCNN(n_mels=n_mels, channels=cnn_channels, out_dim=cnn_out_dim)
+        self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
+        self.audio_head = MLPBranch(in_dim=cnn_out_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
+        self.input_norm = nn.BatchNorm1d(n_features, affine=False) if standardize else nn.Identity()
+        self.feature_branch = MLPBranch(in_dim=n_features, hidden_dim=hidden_dim, out_dim=embedding_dim,
+                                        dropout=dropout)
+        self.fusion = GatedFusion(embedding_dim=embedding_dim, modality_dropout=modality_dropout)
+
+    def _branch_embeddings(self, mel_chunks: Tensor | None, features: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(audio [B, D], features [B, D])``, both un-normalised."""
+        self._check_inputs(mel_chunks, None)
+        self._require(features=features)
+        assert mel_chunks is not None and features is not None
+        if features.dim() != 2 or features.shape[1] != self.n_features:
+            raise ValueError(f"features must be [batch, {self.n_features}], got {list(features.shape)}")
+        if features.shape[0] != mel_chunks.shape[0]:
+            raise ValueError(f"mel batch {mel_chunks.shape[0]} != features batch {features.shape[0]}")
+        audio = self._chunk_mean(mel_chunks, lambda x: self.audio_head(self.cnn(x)))
+        return audio, self.feature_branch(self.input_norm(features.float()))
+
+    def embed_songs(self, mel: Tensor | None = None, cf: Tensor | None = None,
+                    features: Tensor | None = None) -> Tensor:
+        """``mel [B, n_mels, T]`` (one training crop, or a whole song cut into evaluation chunks) and
+        ``features [B, n_features]`` -> fused ``Tensor[B, embedding_dim]``; ``cf`` ignored."""
+        self._require(mel=mel)
+        assert mel is not None
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"mel must be [batch, {self.n_mels}, n_frames], got {list(mel.shape)}")
+        chunks = cut_eval_chunks(mel, chunk_frames=self.chunk_frames, n_chunks=self.n_eval_chunks)
+        return self.embed_song_chunks(chunks, features=features)
+
+    def embed_song_chunks(self, mel_chunks: Tensor | None, cf: Tensor | None = None,
+                          features: Tensor | None = None) -> Tensor:
+        """``mel_chunks [B, C, n_mels, chunk_frames]``, ``features [B, n_features]`` -> fused ``Tensor[B, D]``."""
+        return self.fusion(*self._branch_embeddings(mel_chunks, features))
+
+    def forward(self, *, word_vectors: Tensor, mel: Tensor | None = None, cf: Tensor | None = None,
+                features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(embed_tags(word_vectors), embed_songs(mel, features=features))``, both ``Tensor[B, embedding_dim]``."""
+        return self.embed_tags(word_vectors), self.embed_songs(mel=mel, features=features)
+
+    def fusion_weights(self, mel: Tensor, features: Tensor) -> Tensor:
+        """Gate weights of whole songs (no modality dropout): ``Tensor[B, 2, D]``, audio then features, sum 1."""
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"mel must be [batch, {self.n_mels}, n_frames], got {list(mel.shape)}")
+        chunks = cut_eval_chunks(mel, chunk_frames=self.chunk_frames, n_chunks=self.n_eval_chunks)
+        return self.fusion.weights(*self._branch_embeddings(chunks, features))

@@ -1,0 +1,92 @@
+"""Hand-crafted song features for any dataset with audio (song_features=handcrafted) and the fused CNN + features
+model (model=fused): computed once into the prepared folder, reused, skip-and-report, through the real runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tagretrieval.checkpoints import load_module
+from tagretrieval.errors import ConfigError, DataError
+from tagretrieval.models import build_from_spec, cut_eval_chunks
+from tagretrieval.models.fused import FusedModel
+from tagretrieval.song_features import REPORT_FILE
+
+from conftest import read_metrics, run_task
+
+SMALL = {"cnn_channels": [4, 4, 8, 8, 8, 8, 16], "hidden_dim": 32, "embedding_dim": 16, "n_features": 11}
+
+
+def test_fused_model_gates_audio_and_features_and_rebuilds_from_its_spec():
+    torch.manual_seed(0)
+    model = FusedModel(**SMALL).eval()
+    mel, features = torch.randn(3, 128, 300), torch.randn(3, 11)
+    with torch.no_grad():
+        song = model.embed_songs(mel=mel, features=features)
+        assert song.shape == (3, 16) and model.embed_tags(torch.randn(2, 300)).shape == (2, 16)
+        weights = model.fusion_weights(mel, features)
+        torch.testing.assert_close(weights.sum(dim=1), torch.ones(3, 16))
+        audio, feats = model._branch_embeddings(cut_eval_chunks(mel, chunk_frames=173, n_chunks=8), features)
+        normalize = torch.nn.functional.normalize
+        torch.testing.assert_close(song, weights[:, 0] * normalize(audio, dim=-1) + weights[:, 1] * normalize(feats, dim=-1))
+        rebuilt = build_from_spec(json.loads(json.dumps(model.spec())))
+        rebuilt.load_state_dict(model.state_dict())
+        torch.testing.assert_close(rebuilt.eval().embed_songs(mel=mel, features=features), song, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs features"):
+        model.embed_songs(mel=mel)
+    with pytest.raises(ValueError, match=r"features must be \[batch, 11\]"):
+        model.embed_songs(mel=mel, features=torch.randn(3, 5))
+
+
+def test_features_from_the_audio_of_any_dataset_train_model_features_and_are_reused(tmp_path, smoke_overrides,
+                                                                                     synthetic_root):
+    prepared = tmp_path / "prepared"
+    shutil.copytree(synthetic_root / "prepared", prepared)  # a private copy: the cache is written into it
+    overrides = [*smoke_overrides, f"data.prepared_dir={prepared}", "song_features=handcrafted", "model=features"]
+    run_task(overrides, tmp_path / "run1")
+    cache = prepared / "handcrafted_features.npz"
+    report = json.loads((tmp_path / "run1" / REPORT_FILE).read_text())
+    assert report["n_skipped"] == 0 and report["n_features"] == 223 and report["level"] == "both"
+    module = load_module(tmp_path / "run1" / "checkpoints" / "best.ckpt")
+    assert module.hparams["model"]["n_features"] == 223
+    assert set(read_metrics(tmp_path / "run1")["per_category"]) == {"instrument", "tempo", "mood", "location", "era"}
+
+    # the second run reads the cache (not rewritten); level=song takes 89 of its columns
+    written = cache.stat().st_mtime_ns
+    run_task([*overrides, "song_features.level=song"], tmp_path / "run2")
+    assert cache.stat().st_mtime_ns == written
+    assert load_module(tmp_path / "run2" / "checkpoints" / "best.ckpt").hparams["model"]["n_features"] == 89
+
+
+def test_fused_trains_on_audio_and_computed_features_and_skips_tracks_without_audio(tmp_path, smoke_overrides,
+                                                                                    synthetic_root):
+    root = tmp_path / "synthetic"
+    shutil.copytree(synthetic_root, root, ignore=shutil.ignore_patterns("prepared", ".*.lock"))
+    run_task([*smoke_overrides, f"data.root={root}", "mode=prepare"], tmp_path / "prepare")
+    track_id, audio = (root / "prepared" / "tracks.csv").read_text().splitlines()[1].split(",")[::3]
+    Path(audio).unlink()  # its mel is in the store; its audio file is gone
+    overrides = [*smoke_overrides, f"data.root={root}", "song_features=handcrafted", "model=fused"]
+    run_task(overrides, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / REPORT_FILE).read_text())
+    assert list(report["skipped"]) == [track_id] and report["skipped"][track_id].startswith("decode error")
+    module = load_module(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert module.hparams["model"]["_target_"] == "tagretrieval.models.fused.FusedModel"
+    assert read_metrics(tmp_path / "run")["macro"]["roc_auc"] > 0.0
+
+    # too many tracks without features: an error naming the threshold, after the report is written
+    with pytest.raises(DataError, match="max_skipped_fraction=0.0"):
+        run_task([*overrides, "song_features.max_skipped_fraction=0.0"], tmp_path / "strict")
+    assert (tmp_path / "strict" / REPORT_FILE).exists()
+
+
+def test_a_model_that_needs_features_is_refused_before_the_import_with_the_way_to_compute_them(tmp_path):
+    root = tmp_path / "mydata"
+    (root / "audio").mkdir(parents=True)
+    (root / "tags.csv").write_text("track_id,tags\na,rock\n")
+    with pytest.raises(ConfigError, match="add song_features=handcrafted"):
+        run_task(["data=folder", f"data.root={root}", "model=fused", "progress=false"], tmp_path / "run")
+    assert not (root / "prepared").exists()
