@@ -1,7 +1,8 @@
 """A test-only Lightning callback, added to real runs by a Hydra override: records what training actually saw.
 
 ``+callbacks.recorder._target_=batch_recorder.BatchRecorder +callbacks.recorder.path=FILE`` appends one JSON line
-per training batch: epoch, global step, the rows and anchor tags of the batch, and a checksum of its mel crops.
+per training batch: epoch, global step, the rows and anchor tags of the batch (indices and names), how many
+tag columns its labels have, and a checksum of its mel crops.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ class BatchRecorder(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         record = {"epoch": trainer.current_epoch, "step": trainer.global_step, "rank": trainer.global_rank,
-                  "rows": batch["row"].tolist(), "tags": batch["tag"].tolist()}
+                  "rows": batch["row"].tolist(), "tags": batch["tag"].tolist(),
+                  "tag_names": [pl_module.tags[i] for i in batch["tag"].tolist()],
+                  "label_columns": int(batch["labels"].shape[1])}
         if "mel" in batch:
             mel = batch["mel"].double()
             record["mel_sum"] = float(mel.sum())

@@ -27,12 +27,13 @@ from tagretrieval.checkpoints import data_config, is_ours, module_from_checkpoin
 from tagretrieval.console import configure_console
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
 from tagretrieval.data.lock import exclusive, lock_path_for
-from tagretrieval.data.inputs import dataset_inputs, describe
+from tagretrieval.data.inputs import AUDIO, FEATURES, dataset_inputs, describe
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.report import copy_report, skipped_summary
 from tagretrieval.errors import ConfigError, DataError
 from tagretrieval.evaluation import RetrievalResults, write_results
 from tagretrieval.evaluation.results import small_split_note
+from tagretrieval.evaluation.unseen import check_unseen_vectors, choose_unseen_tags
 from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.choice import auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
@@ -62,6 +63,8 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
     importer = instantiate(cfg.data)
     with exclusive(lock_path_for(importer.prepared_dir), purpose=f"import of {importer.prepared_dir}"):
         dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
+        if cfg.song_features:  # computed into the prepared folder under the same lock (tagretrieval.song_features)
+            dataset = instantiate(cfg.song_features).attach(dataset, report_dir=output_dir, progress=cfg.progress)
     report = copy_report(importer.prepared_dir, output_dir)
     log.info("prepared dataset '%s' at %s: %d tracks, %d tags; %s", dataset.name, importer.prepared_dir,
              len(dataset.tracks), len(dataset.tags), skipped_summary(report) if report else "no import report")
@@ -72,24 +75,32 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
     return Prepared(dataset=dataset, frontend=frontend, prepared_dir=Path(importer.prepared_dir))
 
 
-def tag_vectors(cfg: DictConfig, dataset: PreparedDataset, *,
-                shared_in: Path | None = None) -> tuple[PreparedDataset, np.ndarray, bool]:
+def tag_vectors(cfg: DictConfig, dataset: PreparedDataset, *, shared_in: Path | None = None,
+                unseen: Sequence[str] = ()) -> tuple[PreparedDataset, np.ndarray, bool]:
     """Word vectors of the dataset's tags from ``cfg.tag_encoder``; tags without one are refused or dropped.
 
     With ``shared_in`` (the run folder), the first process of the run computes them and the other ranks load them
-    (:mod:`tagretrieval.shared_vectors`): one process per run folder reads the word-vector file.
+    (:mod:`tagretrieval.shared_vectors`): one process per run folder reads the word-vector file. ``unseen``: tags held
+    out of training (the zero-shot protocol): the encoder learns nothing from their labels, and one that cannot embed
+    them is refused (:func:`tagretrieval.evaluation.unseen.check_unseen_vectors`).
     """
     encoder = instantiate(cfg.tag_encoder)
+    seen = [tag for tag in dataset.tags if tag not in set(unseen)]
 
     def compute() -> tuple[list[str], np.ndarray, list[str]]:
-        vectors, missing = encoder.vectors(dataset.tags, train_tag_lists=dataset.tag_lists(metric_keys.TRAIN))
+        train_lists = dataset.select_tags(seen).tag_lists(metric_keys.TRAIN)  # no held-out tag in what it learns
+        vectors, missing = encoder.vectors(dataset.tags, train_tag_lists=train_lists)
+        if unseen:  # an encoder that cannot embed a held-out tag stops here, before any training
+            check_unseen_vectors(unseen, missing, encoder_name=type(encoder).__name__, trainable=encoder.trainable,
+                                 drop_missing=encoder.drop_missing)
         return resolve_missing(dataset.tags, vectors, missing, drop_missing=encoder.drop_missing)
 
     if shared_in is None:
         kept, vectors, dropped = compute()
     else:
         key = settings_key({"tag_encoder": OmegaConf.to_container(cfg.tag_encoder, resolve=True),
-                            "tags": dataset.tags, "prepared_dir": str(dataset.root), "source": dataset.source})
+                            "tags": dataset.tags, "prepared_dir": str(dataset.root), "source": dataset.source,
+                            "unseen": list(unseen)})
         kept, vectors, dropped = shared_tag_matrix(shared_in, key=key, compute=compute)
     if dropped:
         log.warning("dropped %d tag(s) without a word vector: %s", len(dropped), ", ".join(dropped))
@@ -137,8 +148,9 @@ def model_config(cfg: DictConfig, inputs: frozenset[str], *, dataset: str,
     lacking = model_inputs(get_class(node._target_)) - inputs
     if lacking:
         fits = " or ".join(f"model={n}" for n in fitting_models(inputs)) or "none of our models (another dataset)"
+        computed = " or add song_features=handcrafted (features from the audio)," if lacking == {FEATURES} else ""
         raise ConfigError(f"model={name} needs {describe(lacking)}, but dataset {dataset} holds {describe(inputs)}: "
-                          f"use {fits}, or leave model= out (model=auto picks)")
+                          f"use {fits},{computed} or leave model= out (model=auto picks)")
     return name, node, {}
 
 
@@ -148,7 +160,12 @@ def planned_inputs(cfg: DictConfig) -> tuple[frozenset[str] | None, str]:
     importer = instantiate(cfg.data)
     label = f"'{getattr(importer, 'name', None) or type(importer).__name__.removesuffix('Importer').lower()}'"
     song_inputs = getattr(importer, "song_inputs", None)  # optional: without it the check waits for the import
-    return (None if song_inputs is None else frozenset(song_inputs())), label
+    if song_inputs is None:
+        return None, label
+    inputs = frozenset(song_inputs())
+    if cfg.song_features and AUDIO in inputs:  # song_features=handcrafted: features from the audio
+        inputs |= {FEATURES}
+    return inputs, label
 
 
 def data_settings(cfg: DictConfig) -> dict:
@@ -302,7 +319,17 @@ def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     if planned is not None:  # a model that cannot work on the data is refused before a long import
         announced, _, _ = model_config(cfg, planned, dataset=label)
     prepared = prepare_data(cfg, output_dir)
-    dataset, vectors, trainable = tag_vectors(cfg, prepared.dataset, shared_in=output_dir)
+    held_out = OmegaConf.to_container(cfg.eval, resolve=True)["unseen_tags"]  # a ListConfig becomes a list
+    unseen = choose_unseen_tags(held_out, tags=prepared.dataset.tags, categories=prepared.dataset.categories,
+                                seed=cfg.eval.unseen_seed)
+    everything, all_vectors, trainable = tag_vectors(cfg, prepared.dataset, shared_in=output_dir, unseen=unseen)
+    dataset, vectors = everything, all_vectors
+    if unseen:  # the zero-shot protocol: train and validate on the seen tags only
+        unseen = [tag for tag in unseen if tag in set(everything.tags)]
+        seen_rows = [j for j, tag in enumerate(everything.tags) if tag not in set(unseen)]
+        dataset, vectors = everything.select_tags([everything.tags[j] for j in seen_rows]), all_vectors[seen_rows]
+        log.info("eval.unseen_tags: %d tag(s) held out of training, evaluated apart: %s", len(unseen),
+                 ", ".join(unseen))
     model = build_model(cfg, dataset, announced=announced)
     module = TagRetrievalModule(
         model=model, loss=instantiate(cfg.loss), tags=dataset.tags, categories=dataset.categories,
@@ -317,13 +344,41 @@ def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     datamodule = build_datamodule(cfg, prepared, model, dataset)
     trainer = build_trainer(cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if unseen:
+        return test_unseen(cfg, trainer, module, prepared, everything, all_vectors, unseen, output_dir)
     trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint(trainer), verbose=False)
     return finish(trainer, module, dataset, output_dir)
+
+
+def test_unseen(cfg: DictConfig, trainer: L.Trainer, module: TagRetrievalModule, prepared: Prepared,
+                dataset: PreparedDataset, vectors: np.ndarray, unseen: Sequence[str],
+                output_dir: Path) -> RetrievalResults:
+    """Test the best checkpoint (trained on the seen tags) on every tag, seen or not, with ``seen``/``unseen`` blocks.
+
+    The tag branch embeds the held-out tags' vectors as it embeds any query: a module with the whole vocabulary
+    (``dataset``'s tags, ``vectors [n_tags, word_dim]``) around the trained network is tested.
+    """
+    best = tested_checkpoint(trainer)
+    if best is not None:
+        module.load_state_dict(read_checkpoint(best, trusted=cfg.trust_pickles)["state_dict"])
+    everything = TagRetrievalModule(
+        model=module.model, loss=module.loss, tags=dataset.tags, categories=dataset.categories,
+        word_dim=vectors.shape[1], tag_vectors=vectors, seed=cfg.seed, k=cfg.top_k,
+        tag_encoder=module.hparams["tag_encoder"], data_config=module.hparams["data_config"],
+    )
+    trainer.test(everything, datamodule=build_datamodule(cfg, prepared, module.model, dataset), verbose=False)
+    scores, relevance = everything.scores[metric_keys.TEST]
+    everything.results[metric_keys.TEST] = everything.results[metric_keys.TEST].with_blocks(
+        scores=scores, relevance=relevance, tags=dataset.tags, categories=dataset.categories, unseen=unseen)
+    return finish(trainer, everything, dataset, output_dir)
 
 
 def test(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     if not cfg.ckpt_path:
         raise ConfigError("mode=test needs ckpt_path=PATH (one of our checkpoints or a reference one)")
+    if cfg.eval.unseen_tags is not None:
+        raise ConfigError("eval.unseen_tags holds tags out of training: it applies to mode=train (the run's own test "
+                          "then has seen and unseen blocks), not to testing a trained checkpoint")
     checkpoint = read_checkpoint(cfg.ckpt_path, trusted=cfg.trust_pickles)
     module = module_from_checkpoint(checkpoint) if is_ours(checkpoint) else None  # a bad file fails before the import
     prepared = prepare_data(cfg, output_dir)

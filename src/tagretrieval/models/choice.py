@@ -19,6 +19,7 @@ MODELS: dict[str, str] = {
     "cultural": "tagretrieval.models.CulturalModel",
     "concat": "tagretrieval.models.ConcatModel",
     "features": "tagretrieval.models.features.FeaturesModel",
+    "fused": "tagretrieval.models.fused.FusedModel",
 }
 AUTO_ORDER: tuple[str, ...] = ("hybrid", "acoustic", "cultural", "features")
 

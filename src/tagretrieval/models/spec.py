@@ -30,12 +30,14 @@ BUILDABLE: frozenset[str] = frozenset({
     "tagretrieval.models.CulturalModel",
     "tagretrieval.models.HybridModel",
     "tagretrieval.models.features.FeaturesModel",
+    "tagretrieval.models.fused.FusedModel",
     # losses (conf/loss)
     "tagretrieval.losses.InfoNCELoss",
     "tagretrieval.losses.TripletLoss",
     # tag encoders (conf/tag_encoder): a checkpoint keeps its encoder's settings to embed queries later
     "tagretrieval.pitch_encoder.PitchEncoder",
     "tagretrieval.prepared_vectors.PreparedVectors",
+    "tagretrieval.sentence_encoder.SentenceEncoder",
     "tagretrieval.tag_encoders.Cooccurrence",
     "tagretrieval.tag_encoders.Learned",
     "tagretrieval.tag_encoders.Word2VecFile",
