@@ -6,8 +6,14 @@ Sections (``--sections`` picks some):
   sampler       one batch of balanced-weighted triplets (pairs + in-batch negatives), batch 128 and 1024:
                 ours vs a per-row Python loop like the reference (goal: >= 20x)
   train_step    paper-size acoustic model, batch 128: training samples/s on this machine's device
-  mel           our torch log-mel front end vs librosa.feature.melspectrogram + power_to_db, per 30 s clip
-  prepare       mel-cache preparation of 200 generated 30 s MP3s vs decoding them only (goal: <= 1.5x decoding)
+  loader        the training loader on a generated store of 20,000 x 30 s tracks (fp16, fp32), 0/1/2 workers:
+                crops/s and bytes read per crop, old per-file cache vs packed store (goals: >= 2,000 crops/s per
+                worker, bytes read <= 1.5x the crop); scripts/bench_loader.py
+  train_throughput  acoustic model, batch 128: samples/s from the real loader vs from memory, fp32/bf16,
+                channels_last and compile off/on (paper size on a GPU, demo size on a CPU)
+  evaluation    RetrievalResults.compute on 1,000 tags x 200,000 songs: seconds and peak memory (goal < 4 GB)
+  mel           our torch log-mel front end (default threads and 1 thread) vs librosa, per 30 s clip; on a GPU too
+  prepare       mel-store preparation of 200 generated 30 s MP3s vs decoding them only (goal: <= 1.5x decoding)
   retrieval     latency per query over 10k / 100k / 1M embeddings: brute force vs faiss exact vs faiss approximate
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import time
@@ -149,10 +156,30 @@ def bench_mel(*, seconds: float = 30.0, sample_rate: int = 22050) -> dict:
         S = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=1024, hop_length=512, n_mels=128)
         return librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=None)
 
+    threads = torch.get_num_threads()
     ours_s, librosa_s = best_seconds(ours, repeats=5), best_seconds(reference, repeats=5)
+    torch.set_num_threads(1)  # what prepare_mels uses: one clip's STFT is too small to share between threads
+    try:
+        ours_1_s = best_seconds(ours, repeats=5)
+    finally:
+        torch.set_num_threads(threads)
     diff = float(np.max(np.abs(ours().numpy() - reference())))
-    return {"clip_seconds": seconds, "ours_seconds_per_clip": ours_s, "librosa_seconds_per_clip": librosa_s,
-            "ratio": librosa_s / ours_s, "max_abs_difference_db": diff}
+    out = {"clip_seconds": seconds, "torch_threads": threads, "ours_seconds_per_clip": ours_s,
+           "ours_1_thread_seconds_per_clip": ours_1_s, "librosa_seconds_per_clip": librosa_s,
+           "ratio": librosa_s / ours_s, "ratio_1_thread": librosa_s / ours_1_s, "max_abs_difference_db": diff,
+           "load_average_1min": os.getloadavg()[0]}
+    if torch.cuda.is_available():
+        gpu = frontend.to("cuda")
+        batch = torch.from_numpy(np.stack([y] * 64)).cuda()  # 64 clips at once, as a GPU front end would run
+
+        def on_gpu():
+            with torch.no_grad():
+                gpu(batch)
+            torch.cuda.synchronize()
+
+        out["gpu"] = torch.cuda.get_device_name(0)
+        out["gpu_seconds_per_clip_batch_64"] = best_seconds(on_gpu, repeats=5) / 64
+    return out
 
 
 def bench_prepare_section() -> dict:
@@ -167,8 +194,28 @@ def bench_retrieval_section() -> dict:
     return bench_retrieval()
 
 
+def bench_loader_section() -> dict:
+    from bench_loader import bench_loader
+
+    return bench_loader()
+
+
+def bench_train_throughput_section() -> dict:
+    from bench_loader import bench_train_throughput
+
+    return bench_train_throughput()
+
+
+def bench_evaluation_section() -> dict:
+    from bench_loader import bench_evaluation
+
+    return bench_evaluation()
+
+
 SECTIONS = {"eval_metrics": bench_eval_metrics, "sampler": bench_sampler, "train_step": bench_train_step,
-            "mel": bench_mel, "prepare": bench_prepare_section, "retrieval": bench_retrieval_section}
+            "loader": bench_loader_section, "train_throughput": bench_train_throughput_section,
+            "evaluation": bench_evaluation_section, "mel": bench_mel, "prepare": bench_prepare_section,
+            "retrieval": bench_retrieval_section}
 
 
 def main() -> None:
@@ -179,12 +226,12 @@ def main() -> None:
     random.seed(0)
     results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                            "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.sections:
         print(f"[benchmark] {name} ...", flush=True)
         results[name] = SECTIONS[name]()
         print(json.dumps(results[name], indent=2), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+        args.out.write_text(json.dumps(results, indent=2))  # after every section: a long run keeps its figures
     print(f"[benchmark] written to {args.out}")
 
 

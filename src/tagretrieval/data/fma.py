@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import MelCache, MelFrontend, cache_params, prepare_mels
+from tagretrieval.audio import MelFrontend, cache_params, open_for_prepare, prepare_mels
 from tagretrieval.data.inputs import AUDIO, FEATURES
 from tagretrieval.data.prepared import (
     SPLITS, accept_import, load_if_current, normalise_split, PreparedDataset, write_prepared,
@@ -368,7 +368,8 @@ class FMAImporter:
         for track_id in table.loc[~present, "track_id"]:
             report.skip("missing audio", track_id, f"no {paths[track_id]}")
         table = table[present].reset_index(drop=True)
-        cache = MelCache(self.prepared_dir / "mels", frontend_params=cache_params(frontend, dtype=self.cache_dtype))
+        cache = open_for_prepare(self.prepared_dir / "mels",
+                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
         outcome = prepare_mels(cache, [(t, paths[t]) for t in table["track_id"]], frontend,
                                num_workers=self.num_workers, min_seconds=self.min_seconds, progress=progress)
         for track_id, reason in outcome.skipped.items():

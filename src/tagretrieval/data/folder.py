@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import AUDIO_EXTENSIONS, MelCache, MelFrontend, cache_params, prepare_mels
+from tagretrieval.audio import AUDIO_EXTENSIONS, MelFrontend, cache_params, open_for_prepare, prepare_mels
 from tagretrieval.data.inputs import AUDIO, CF
 from tagretrieval.data.prepared import (
     accept_import, check_finite_rows, load_if_current, normalise_split, PreparedDataset, write_prepared,
@@ -187,7 +187,8 @@ class FolderImporter:
         if cf is not None:
             table, cf = table[cf[0]].reset_index(drop=True), cf[1]
 
-        cache = MelCache(self.prepared_dir / "mels", frontend_params=cache_params(frontend, dtype=self.cache_dtype))
+        cache = open_for_prepare(self.prepared_dir / "mels",
+                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
         items = [(t, audio[t]) for t in table["track_id"]]
         outcome = prepare_mels(cache, items, frontend, num_workers=self.num_workers,
                                min_seconds=self.min_seconds, progress=progress)

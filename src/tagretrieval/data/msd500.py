@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import MelCache, MelFrontend, cache_params, prepare_mels
+from tagretrieval.audio import MelFrontend, cache_params, open_for_prepare, prepare_mels
 from tagretrieval.data.cf_factors import (
     CFTable, als_item_factors, read_item_factors, read_sid_mismatches, read_triplets, song_of_track,
 )
@@ -349,14 +349,15 @@ class MSD500Importer:
             tracks["audio_path"] = ""
             report.note("media=none: no mels (cultural models only)")
             return np.ones(len(tracks), dtype=bool)
-        cache = MelCache(self.prepared_dir / "mels", frontend_params=cache_params(frontend, dtype=self.cache_dtype))
+        cache = open_for_prepare(self.prepared_dir / "mels",
+                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
         claim_mel_origin(cache.root, self._mel_origin())
         if self.media == "spec":
             outcome = adopt_spectrograms(cache, self.spec_dir, tracks["track_id"].tolist(),
                                          pad_to_frames=self.pad_to_frames, check_values=self.check_spec_values,
                                          num_workers=self.num_workers, progress=progress)
-            report.note(f"spectrograms: {outcome.how} (linked/copied: as released; rewritten: cast to "
-                        f"{self.cache_dtype} and/or zero-padded to {self.pad_to_frames} frames)")
+            report.note(f"spectrograms: {outcome.how} (packed: cast to {self.cache_dtype}, zero-padded to "
+                        f"{self.pad_to_frames} frames where shorter, stored time-major; cached: stored before)")
             tracks["audio_path"] = [str(spec_path(self.spec_dir, t).resolve()) for t in tracks["track_id"]]
         else:
             located = self._locate_media(tracks["track_id"], audio, report)

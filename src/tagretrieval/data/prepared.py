@@ -8,7 +8,7 @@ Layout of a prepared folder::
     labels.npy         uint8 [n_tracks, n_tags] multi-hot
     cf.npy             float32 [n_tracks, cf_dim]              (optional: listening data)
     features.npy       float32 [n_tracks, n_features]          (optional: precomputed song features)
-    mels/              a MelCache, one log-mel per track        (optional: audio)
+    mels/              a MelStore: packed, time-major log-mels   (optional: audio)
     prepare_report.json  what the import skipped, and why
 
 ``manifest.json`` is written last: a folder without it is an unfinished (or refused) import and is never read.

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tagretrieval.audio import MelCache, MelFrontend, mel_from_file
-from tagretrieval.data.datamodule import SongDataset, SongInputs
+from tagretrieval.audio import MelFrontend, MelStore, mel_from_file
+from tagretrieval.data.datamodule import SongInputs, song_loader, to_model_layout
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.inference.index import ExactIndex, Index, normalize_rows
 from tagretrieval.inference.queries import QueryVocabulary, encoder_name
@@ -46,9 +45,9 @@ def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None =
 
     Args:
         spec: ``module.hparams["tag_encoder"]`` (``{"_target_": ..., **settings}``) or None.
+        word_vectors: a word-vector file replacing the spec's ``path`` (the file moved since training).
         trusted: let the encoder load a word-vector file that is a pickle (gensim ``.model``/``.kv``). This is the
             caller's decision: a ``trust_pickle`` stored in the spec (i.e. in the checkpoint) is ignored.
-        word_vectors: a word-vector file replacing the spec's ``path`` (the file moved since training).
     """
     encoder_class = None if spec is None else resolve_target(spec["_target_"])
     if encoder_class is None or not callable(getattr(encoder_class, "lookup", None)):
@@ -158,24 +157,26 @@ class Searcher:
         """
         model = self.model
         rows = np.arange(len(dataset.tracks)) if rows is None else np.asarray(rows, dtype=np.int64)
-        mel_cache = None
+        mel_store = None
         if model.uses_audio:
             if frontend is None:
                 raise ValueError(f"{type(model).__name__} embeds audio: pass the front end it was trained with "
                                  "(frontend=MelFrontend(...), conf `audio`)")
-            mel_cache = MelCache.open(dataset.mel_dir, frontend=frontend)
+            mel_store = MelStore.open(dataset.mel_dir, frontend=frontend)
         for needed, values, what in ((model.uses_cf, dataset.cf, "CF vectors (listening data)"),
                                      (model.uses_features, dataset.features, "song features")):
             if needed and values is None:
                 raise ValueError(f"{type(model).__name__} needs {what}, but dataset '{dataset.name}' has none "
                                  f"({dataset.root})")
-        inputs = SongInputs(dataset, mel_cache=mel_cache, use_cf=model.uses_cf, use_features=model.uses_features,
+        inputs = SongInputs(dataset, mel_store=mel_store, use_cf=model.uses_cf, use_features=model.uses_features,
                             chunk_frames=model.chunk_frames if model.uses_audio else 0)
         n_chunks = model.n_eval_chunks if model.uses_audio else 1
-        loader = DataLoader(SongDataset(inputs, rows, n_chunks=n_chunks), batch_size=batch_size)
+        loader = song_loader(inputs, rows, n_chunks=n_chunks, batch_size=batch_size)
         out = []
         for batch in tqdm(loader, desc="embedding songs", unit="batch", disable=not progress):
             batch = {name: value.to(self.device) for name, value in song_inputs(batch).items()}
+            if "mel" in batch:
+                batch["mel"] = to_model_layout(batch["mel"])
             out.append(model.embed_song_chunks(batch.pop("mel", None), **batch).float().cpu())
         if not out:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
