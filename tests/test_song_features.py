@@ -64,12 +64,14 @@ def test_features_from_the_audio_of_any_dataset_train_model_features_and_are_reu
 
 def test_fused_trains_on_audio_and_computed_features_and_skips_tracks_without_audio(tmp_path, smoke_overrides,
                                                                                     synthetic_root):
-    root = tmp_path / "synthetic"
+    # the synthetic data is a folder of audio and tags.csv: the README's command on "your own folder", shortened
+    root = tmp_path / "mydata"
     shutil.copytree(synthetic_root, root, ignore=shutil.ignore_patterns("prepared", ".*.lock"))
-    run_task([*smoke_overrides, f"data.root={root}", "mode=prepare"], tmp_path / "prepare")
+    folder = ["data=folder", f"data.root={root}", "experiment=smoke", "progress=false", "logger=csv"]
+    run_task([*folder, "mode=prepare"], tmp_path / "prepare")
     track_id, audio = (root / "prepared" / "tracks.csv").read_text().splitlines()[1].split(",")[::3]
     Path(audio).unlink()  # its mel is in the store; its audio file is gone
-    overrides = [*smoke_overrides, f"data.root={root}", "song_features=handcrafted", "model=fused"]
+    overrides = [*folder, "model=fused", "song_features=handcrafted"]
     run_task(overrides, tmp_path / "run")
     report = json.loads((tmp_path / "run" / REPORT_FILE).read_text())
     assert list(report["skipped"]) == [track_id] and report["skipped"][track_id].startswith("decode error")

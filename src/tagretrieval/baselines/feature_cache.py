@@ -1,4 +1,6 @@
-"""The hand-crafted features of a prepared dataset, computed once into the prepared folder and reloaded.
+"""The hand-crafted features of a prepared dataset, computed once into the prepared folder and reloaded: the song
+vectors of the scikit-learn baselines (``baseline/source=handcrafted``) and of ``song_features=handcrafted``
+(:mod:`tagretrieval.song_features`, for ``model=features|fused``), one cache for both.
 
 ``PREPARED/handcrafted_features.npz`` holds::
 
@@ -22,8 +24,6 @@ import concurrent.futures as cf
 import json
 import logging
 import multiprocessing
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from tagretrieval.audio import AudioDecodeError, load_audio
 from tagretrieval.baselines.handcrafted import HandcraftedExtractor, feature_names
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.errors import UserError
+from tagretrieval.files import atomic_savez
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,6 @@ class FeatureMatrix:
                              skipped=self.skipped, description=self.description)
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_cache(path: Path, *, params: dict, names: list[str]) -> dict[str, np.ndarray]:
     """Track id -> features ``[n_features]`` from ``path`` ({} if absent); other parameters are refused."""
     if not path.exists():
@@ -111,7 +101,7 @@ def _write_cache(path: Path, cache: dict[str, np.ndarray], *, params: dict, name
     manifest = json.dumps({"cache_version": CACHE_VERSION, "params": params, "names": names})
     ids = list(cache)
     values = np.stack([cache[t] for t in ids]) if ids else np.zeros((0, len(names)), np.float32)
-    _atomic_savez(path, manifest=np.array(manifest), track_ids=np.array(ids, dtype=str), values=values)
+    atomic_savez(path, manifest=np.array(manifest), track_ids=np.array(ids, dtype=str), values=values)
 
 
 def extract_one(extractor: HandcraftedExtractor, path: str) -> tuple[np.ndarray | None, str | None]:

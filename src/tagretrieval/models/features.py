@@ -1,8 +1,10 @@
 """A song branch for precomputed feature vectors (``model=features``): features -> standardisation -> MLP.
 
-For datasets whose songs come as fixed-size vectors rather than audio worth a CNN: FMA's 518 librosa
-statistics (``data=fma data.input=features``), mini-MusicNet's log-magnitude spectra of 93 ms clips
-(``data=minimusicnet``). ``n_features`` comes from the data (``features.npy``), as ``cf_dim`` does.
+For songs given as fixed-size vectors: FMA's 518 librosa statistics (``data=fma data.input=features``),
+mini-MusicNet's log-magnitude spectra of 93 ms clips (``data=minimusicnet``), or the hand-crafted librosa features
+that ``song_features=handcrafted`` computes from the audio of any dataset (:mod:`tagretrieval.song_features`).
+``n_features`` comes from the data (``dataset.features``), as ``cf_dim`` does. :mod:`tagretrieval.models.fused`
+fuses this branch with the CNN.
 
 Standardisation is a ``BatchNorm1d`` without affine parameters at the input, not statistics computed
 from the training split and stored in the model: feature scales differ by orders of magnitude (FMA's
