@@ -16,7 +16,7 @@ from tagretrieval.models import build_from_spec, cut_eval_chunks
 from tagretrieval.models.fused import FusedModel
 from tagretrieval.song_features import REPORT_FILE
 
-from conftest import read_metrics, run_task
+from conftest import CONF, read_metrics, run_task
 
 SMALL = {"cnn_channels": [4, 4, 8, 8, 8, 8, 16], "hidden_dim": 32, "embedding_dim": 16, "n_features": 11}
 
@@ -79,6 +79,11 @@ def test_fused_trains_on_audio_and_computed_features_and_skips_tracks_without_au
     assert module.hparams["model"]["_target_"] == "tagretrieval.models.fused.FusedModel"
     assert read_metrics(tmp_path / "run")["macro"]["roc_auc"] > 0.0
 
+    # the checkpoint remembers its song features: retrieval without song_features= computes the same ones
+    found = run_task(["mode=retrieve", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "query=piano",
+                      "progress=false"], tmp_path / "retrieve")
+    assert len(found["piano"]) == 10 and track_id not in {hit["track_id"] for hit in found["piano"]}
+
     # too many tracks without features: an error naming the threshold, after the report is written
     with pytest.raises(DataError, match="max_skipped_fraction=0.0"):
         run_task([*overrides, "song_features.max_skipped_fraction=0.0"], tmp_path / "strict")
@@ -92,3 +97,18 @@ def test_a_model_that_needs_features_is_refused_before_the_import_with_the_way_t
     with pytest.raises(ConfigError, match="add song_features=handcrafted"):
         run_task(["data=folder", f"data.root={root}", "model=fused", "progress=false"], tmp_path / "run")
     assert not (root / "prepared").exists()
+
+
+def test_a_checkpoint_may_name_only_our_song_features_class():
+    import yaml
+
+    from tagretrieval.checkpoints import SONG_FEATURES, data_config
+
+    assert {yaml.safe_load(p.read_text())["_target_"] for p in (CONF / "song_features").glob("*.yaml")
+            if yaml.safe_load(p.read_text())} == SONG_FEATURES
+    stored = {"data": {"_target_": "tagretrieval.data.folder.FolderImporter", "root": "x"},
+              "audio": {"_target_": "tagretrieval.audio.MelFrontend"}, "chunk_frames": 173}
+    assert data_config({"hyper_parameters": {"data_config": {**stored, "song_features": {}}}})["song_features"] == {}
+    crafted = {**stored, "song_features": {"_target_": "tagretrieval.files.atomic_write_text", "path": "x"}}
+    with pytest.raises(DataError, match="refusing the checkpoint's song_features config"):
+        data_config({"hyper_parameters": {"data_config": crafted}})

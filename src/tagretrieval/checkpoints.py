@@ -30,6 +30,7 @@ DATA_IMPORTERS: frozenset[str] = frozenset({
     "tagretrieval.data.synthetic_importer.SyntheticImporter",
 })
 AUDIO_FRONTEND = "tagretrieval.audio.MelFrontend"
+SONG_FEATURES: frozenset[str] = frozenset({"tagretrieval.song_features.HandcraftedSongFeatures"})  # conf/song_features
 
 
 def read_checkpoint(path: str | Path, *, trusted: bool = False) -> dict:
@@ -112,8 +113,9 @@ def load_model(path: str | Path, *, trusted: bool = False) -> TagRetrievalModel:
 
 def data_config(checkpoint: dict) -> dict | None:
     """The data the checkpoint was trained on: ``{"data": importer config, "audio": front-end config,
-    "chunk_frames": int}`` as stored by training (plain values), or None when it has none (a reference checkpoint,
-    or one written before checkpoints kept it).
+    "chunk_frames": int, "song_features": config or {}}`` as stored by training (plain values; ``song_features`` only
+    in checkpoints that recorded it), or None when it has none (a reference checkpoint, or one written before
+    checkpoints kept it).
 
     Raises:
         DataError: the stored config names something other than an importer of :data:`DATA_IMPORTERS` and the
@@ -123,9 +125,14 @@ def data_config(checkpoint: dict) -> dict | None:
     stored = (checkpoint.get("hyper_parameters") or {}).get("data_config")
     if stored is None:
         return None
-    if not isinstance(stored, Mapping) or set(stored) != {"data", "audio", "chunk_frames"}:
-        raise DataError(f"the checkpoint's data_config must hold data, audio and chunk_frames, got {stored!r:.200}")
-    for key, allowed in (("data", DATA_IMPORTERS), ("audio", frozenset({AUDIO_FRONTEND}))):
+    required = {"data", "audio", "chunk_frames"}
+    if not isinstance(stored, Mapping) or not required <= set(stored) <= required | {"song_features"}:
+        raise DataError(f"the checkpoint's data_config must hold data, audio and chunk_frames (and song_features), "
+                        f"got {stored!r:.200}")
+    for key, allowed in (("data", DATA_IMPORTERS), ("audio", frozenset({AUDIO_FRONTEND})),
+                         ("song_features", SONG_FEATURES)):
+        if key not in stored or (key == "song_features" and stored[key] == {}):  # {}: song_features=none
+            continue
         node = stored[key]
         target = node.get("_target_") if isinstance(node, Mapping) else None
         if target not in allowed:
@@ -134,7 +141,8 @@ def data_config(checkpoint: dict) -> dict | None:
         _check_plain(node, where=key, top=True)
     if not isinstance(stored["chunk_frames"], int) or isinstance(stored["chunk_frames"], bool):
         raise DataError(f"the checkpoint's chunk_frames must be an integer, got {stored['chunk_frames']!r}")
-    return {"data": dict(stored["data"]), "audio": dict(stored["audio"]), "chunk_frames": stored["chunk_frames"]}
+    return {"data": dict(stored["data"]), "audio": dict(stored["audio"]), "chunk_frames": stored["chunk_frames"],
+            **({"song_features": dict(stored["song_features"])} if "song_features" in stored else {})}
 
 
 def _check_plain(value, *, where: str, top: bool = False) -> None:

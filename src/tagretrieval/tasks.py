@@ -171,7 +171,8 @@ def planned_inputs(cfg: DictConfig) -> tuple[frozenset[str] | None, str]:
 def data_settings(cfg: DictConfig) -> dict:
     """What a checkpoint keeps of its training data (:func:`tagretrieval.checkpoints.data_config`)."""
     return {"data": OmegaConf.to_container(cfg.data, resolve=True),
-            "audio": OmegaConf.to_container(cfg.audio, resolve=True), "chunk_frames": int(cfg.chunk_frames)}
+            "audio": OmegaConf.to_container(cfg.audio, resolve=True), "chunk_frames": int(cfg.chunk_frames),
+            "song_features": OmegaConf.to_container(cfg.song_features, resolve=True)}
 
 
 def chosen(overrides: Sequence[str], key: str) -> bool:
