@@ -43,6 +43,7 @@ def test_the_packaged_model_embeds_tags_and_free_text_offline_and_caches_a_vocab
     assert again.cache_path(tags) != again.cache_path(tags[:3])  # one file per tag vocabulary
 
 
+@pytest.mark.slow  # a training run and a main.py subprocess that loads the model: CI runs it with -m slow
 def test_sentence_tags_train_zero_shot_and_retrieve_songs_for_a_free_text_query(tmp_path, smoke_overrides):
     cache = tmp_path / "sentence_cache"
     run_dir = tmp_path / "run"

@@ -6,12 +6,13 @@ The features are any fixed-size vector per song: the hand-crafted librosa statis
 carry what one 4-s crop through a small CNN misses: statistics over the whole clip (tempo, beat regularity, chroma
 over every bar), while the CNN carries the timbre and texture that the summaries blur.
 
-Song branch:
+Song branch, whose two parts are the song branches of ``model=acoustic`` and ``model=features``:
 
-1. audio: ``cnn`` (``cnn_out_dim``) -> ``audio_head`` MLP -> ``embedding_dim``, per chunk, averaged over the
-   evaluation chunks (as :class:`~tagretrieval.models.HybridModel` does);
+1. audio: ``cnn`` -> ``embedding_dim`` per chunk, averaged over the evaluation chunks
+   (:class:`~tagretrieval.models.AcousticModel`'s branch);
 2. features: ``input_norm`` (``BatchNorm1d`` without affine parameters: standardisation by running statistics, see
-   :mod:`tagretrieval.models.features`) -> ``feature_branch`` MLP -> ``embedding_dim``;
+   :mod:`tagretrieval.models.features`) -> ``feature_branch`` MLP -> ``embedding_dim``
+   (:class:`~tagretrieval.models.features.FeaturesModel`'s branch);
 3. ``fusion`` (:class:`~tagretrieval.models.branches.GatedFusion`): both L2-normalised, a per-dimension gate,
    and modality dropout in training (each sample loses one of the two with probability ``modality_dropout``),
    so that each branch places songs on its own and the gate cannot collapse onto the one that learns faster.
@@ -19,6 +20,7 @@ Song branch:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -36,9 +38,11 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
     Args:
         n_features: size of the feature vectors (from the data: ``dataset.features``).
         standardize: standardise each feature with running batch statistics (``BatchNorm1d``, no affine).
-        cnn_out_dim: channels of the CNN's last 1x1 conv, the input of ``audio_head``.
         modality_dropout: probability, per training sample, that one modality (audio or features, 50/50) is
             dropped and the other used alone.
+        initial_audio_weight: the gate's audio weight at initialisation, in (0, 1) (its bias is set to the logit):
+            below 0.5 the features, which a small MLP learns in a few epochs, carry the fused embedding while the CNN
+            is still learning; the gate then moves each dimension to whichever modality serves it.
     """
 
     uses_audio: ClassVar[bool] = True
@@ -56,21 +60,23 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
         n_eval_chunks: int = 8,
         n_mels: int = 128,
         cnn_channels: Sequence[int] = PAPER_CNN_CHANNELS,
-        cnn_out_dim: int = 256,
         n_features: int = 223,
         standardize: bool = True,
         modality_dropout: float = 0.25,
+        initial_audio_weight: float = 0.5,
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
-        _check_positive(cnn_out_dim=cnn_out_dim, n_features=n_features)
+        _check_positive(n_features=n_features)
         self.n_features = n_features
-        self.cnn = ShortChunkCNN(n_mels=n_mels, channels=cnn_channels, out_dim=cnn_out_dim)
+        self.cnn = ShortChunkCNN(n_mels=n_mels, channels=cnn_channels, out_dim=embedding_dim)
         self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
-        self.audio_head = MLPBranch(in_dim=cnn_out_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
         self.input_norm = nn.BatchNorm1d(n_features, affine=False) if standardize else nn.Identity()
         self.feature_branch = MLPBranch(in_dim=n_features, hidden_dim=hidden_dim, out_dim=embedding_dim,
                                         dropout=dropout)
+        if not 0.0 < initial_audio_weight < 1.0:
+            raise ValueError(f"initial_audio_weight must be in (0, 1), got {initial_audio_weight}")
         self.fusion = GatedFusion(embedding_dim=embedding_dim, modality_dropout=modality_dropout)
+        nn.init.constant_(self.fusion.gate.bias, math.log(initial_audio_weight / (1.0 - initial_audio_weight)))
 
     def _branch_embeddings(self, mel_chunks: Tensor | None, features: Tensor | None) -> tuple[Tensor, Tensor]:
         """``(audio [B, D], features [B, D])``, both un-normalised."""
@@ -81,7 +87,7 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
             raise ValueError(f"features must be [batch, {self.n_features}], got {list(features.shape)}")
         if features.shape[0] != mel_chunks.shape[0]:
             raise ValueError(f"mel batch {mel_chunks.shape[0]} != features batch {features.shape[0]}")
-        audio = self._chunk_mean(mel_chunks, lambda x: self.audio_head(self.cnn(x)))
+        audio = self._chunk_mean(mel_chunks, self.cnn)
         return audio, self.feature_branch(self.input_norm(features.float()))
 
     def embed_songs(self, mel: Tensor | None = None, cf: Tensor | None = None,
