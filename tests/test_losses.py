@@ -1,4 +1,4 @@
-"""Triplet and InfoNCE losses against hand-made vectors and a naive loop."""
+"""Triplet, InfoNCE and multi-label losses against hand-made vectors and naive loops."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tagretrieval.losses import InfoNCELoss, TripletLoss
+from tagretrieval.losses import InfoNCELoss, MultiLabelLoss, TripletLoss
 from tagretrieval.models import build_from_spec
 
 
@@ -117,3 +117,38 @@ def test_losses_give_gradients():
     loss = TripletLoss()(anchor, songs, songs.roll(1, dims=0)) + InfoNCELoss()(anchor, songs, torch.eye(4, dtype=torch.bool))
     loss.backward()
     assert anchor.grad is not None and bool(torch.isfinite(anchor.grad).all())
+
+
+def test_multilabel_loss_equals_a_naive_loop_over_every_song_and_tag():
+    generator = torch.Generator().manual_seed(3)
+    tags, songs = torch.randn(7, 5, generator=generator), torch.randn(11, 5, generator=generator)
+    labels = (torch.rand(11, 7, generator=generator) < 0.3).float()
+    loss = MultiLabelLoss(scale=4.0, bias=-1.5)
+    total = 0.0
+    for b in range(11):
+        for t in range(7):
+            logit = 4.0 * float(torch.nn.functional.cosine_similarity(songs[b], tags[t], dim=0)) - 1.5
+            p = 1.0 / (1.0 + math.exp(-logit))
+            total -= math.log(p) if labels[b, t] else math.log(1.0 - p)
+    assert float(loss(tags, songs, labels)) == pytest.approx(total / 77, rel=1e-5)
+
+
+def test_multilabel_loss_learns_its_scale_and_bias_and_ranks_by_cosine_alone():
+    loss = MultiLabelLoss(scale=10.0, bias=-2.0)
+    assert MultiLabelLoss.over_vocabulary and not MultiLabelLoss.needs_negatives
+    assert not TripletLoss.over_vocabulary and not InfoNCELoss.over_vocabulary
+    tags, songs = torch.randn(4, 3, requires_grad=True), torch.randn(6, 3)
+    value = loss(tags, songs, torch.zeros(6, 4))
+    value.backward()
+    assert loss.log_scale.grad is not None and loss.bias.grad is not None and tags.grad is not None
+    # a tag's songs are ranked by their cosine: the scale and bias (one for all tags) change no tag's order
+    logits = loss.logits(tags.detach(), songs)
+    cosine = torch.nn.functional.normalize(songs, dim=-1) @ torch.nn.functional.normalize(tags.detach(), dim=-1).T
+    assert torch.equal(logits.argsort(dim=0), cosine.argsort(dim=0))
+    assert not MultiLabelLoss(learn_scale=False).log_scale.requires_grad
+    rebuilt = build_from_spec(MultiLabelLoss(scale=5.0, bias=0.5).spec())
+    assert isinstance(rebuilt, MultiLabelLoss) and float(rebuilt.log_scale.exp()) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="labels must be"):
+        loss(tags, songs, torch.zeros(4, 6))
+    with pytest.raises(ValueError, match="scale"):
+        MultiLabelLoss(scale=0.0)

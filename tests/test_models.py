@@ -226,3 +226,37 @@ def test_hybrid_trains_both_branches():
     loss.backward()
     for name in ("cnn.layer1.conv.weight", "audio_head.fc1.weight", "cf_branch.fc1.weight", "fusion.gate.weight"):
         assert model.get_parameter(name).grad is not None, name
+
+
+@pytest.mark.parametrize("mode", ["mean", "attention", "transformer"])
+def test_chunk_pooling_starts_as_the_mean_and_takes_any_number_of_chunks(mode):
+    from tagretrieval.models.branches import ChunkPooling
+
+    torch.manual_seed(0)
+    pooling = ChunkPooling(mode=mode, dim=16)
+    chunks = torch.randn(3, 5, 16)
+    # the learnt poolings are initialised to the mean (uniform attention, an identity block): never a worse start
+    assert torch.allclose(pooling(chunks), chunks.mean(dim=1), atol=1e-5)
+    assert pooling(chunks[:, :1]).shape == (3, 16) and pooling(torch.randn(2, 8, 16)).shape == (2, 16)
+    if mode != "mean":
+        for parameter in pooling.parameters():  # once trained they weigh chunks by content
+            torch.nn.init.normal_(parameter, std=0.5)
+        assert not torch.allclose(pooling(chunks), chunks.mean(dim=1), atol=1e-3)
+        assert torch.allclose(pooling(chunks), pooling(chunks[:, [4, 2, 0, 1, 3]]), atol=1e-5)  # a set of chunks
+
+
+@pytest.mark.parametrize("name", ["acoustic", "concat", "hybrid"])
+def test_audio_models_pool_chunks_as_configured_and_rebuild_from_spec(name):
+    torch.manual_seed(0)
+    model = {"acoustic": lambda: AcousticModel(**SMALL, pooling="attention"),
+             "concat": lambda: ConcatModel(**SMALL, cnn_out_dim=12, pooling="attention"),
+             "hybrid": lambda: HybridModel(**SMALL, cnn_out_dim=12, pooling="attention")}[name]().eval()
+    assert model.spec()["pooling"] == "attention"
+    torch.nn.init.normal_(model.chunk_pooling.score[2].weight)
+    rebuilt = build_from_spec(model.spec()).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    mel, cf = inputs(2, 600)
+    with torch.no_grad():
+        assert torch.equal(model.embed_songs(mel=mel, cf=cf), rebuilt.embed_songs(mel=mel, cf=cf))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        AcousticModel(**SMALL, pooling="max")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tagretrieval import metric_keys
@@ -49,3 +50,23 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, *, dirpath: str) -> None:
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+
+class EarlyStopping(LightningEarlyStopping):
+    """Stop when validation PR-AUC (:data:`metric_keys.MONITOR`) has not improved for ``patience`` validations, or
+    as soon as it reaches ``stopping_threshold`` (nothing is left to learn: the synthetic data's easy tags reach it,
+    real music does not; ``null``: never).
+
+    Its state (best score, validations since) is in every checkpoint, so a run resumed from ``last.ckpt`` into
+    another run folder stops where an uninterrupted run would. ``patience`` counts validations, not epochs (with
+    ``trainer.check_val_every_n_epoch`` > 1 a validation is several epochs).
+    """
+
+    def __init__(self, *, patience: int, min_delta: float = 0.0, stopping_threshold: float | None = None) -> None:
+        if patience < 1:
+            raise ValueError(f"early stopping patience must be >= 1 validation, got {patience}")
+        if stopping_threshold is not None and not 0.0 < stopping_threshold <= 1.0:
+            raise ValueError(f"stopping_threshold must be in (0, 1] (a PR-AUC) or null, got {stopping_threshold}")
+        super().__init__(monitor=metric_keys.MONITOR, mode=metric_keys.MONITOR_MODE, patience=patience,
+                         min_delta=min_delta, stopping_threshold=stopping_threshold,
+                         check_on_train_epoch_end=False, verbose=False)

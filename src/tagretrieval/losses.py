@@ -1,8 +1,11 @@
 """Metric-learning losses between tag embeddings (anchors) and song embeddings.
 
-Both compare embeddings by cosine similarity, as retrieval does. ``needs_negatives`` tells the
-training step whether it must sample a negative song per anchor (triplet) or whether the other
-songs of the batch serve as negatives (InfoNCE).
+All compare embeddings by cosine similarity, as retrieval does, and say what the training step must give them:
+
+- ``needs_negatives`` (:class:`TripletLoss`): a sampled negative song per (anchor tag, positive song) pair;
+- neither flag (:class:`InfoNCELoss`): the pairs of the batch, the other songs serving as negatives;
+- ``over_vocabulary`` (:class:`MultiLabelLoss`): every song of the batch against every tag of the vocabulary,
+  with the songs' labels (the pair's tag only chose the song).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch import Tensor, nn
 
 from tagretrieval.models.spec import SpecMixin
 
-__all__ = ["TripletLoss", "InfoNCELoss"]
+__all__ = ["TripletLoss", "InfoNCELoss", "MultiLabelLoss"]
 
 
 def _check_pair(name: str, anchor: Tensor, other: Tensor) -> None:
@@ -32,6 +35,7 @@ class TripletLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.Triplet
     """
 
     needs_negatives: ClassVar[bool] = True
+    over_vocabulary: ClassVar[bool] = False
 
     def __init__(self, *, margin: float = 0.4) -> None:
         super().__init__()
@@ -77,6 +81,7 @@ class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.InfoNCE
     """
 
     needs_negatives: ClassVar[bool] = False
+    over_vocabulary: ClassVar[bool] = False
 
     def __init__(self, *, temperature: float = 0.1) -> None:
         super().__init__()
@@ -103,3 +108,54 @@ class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.InfoNCE
         diagonal = torch.eye(batch, dtype=torch.bool, device=positive_mask.device)
         logits = logits.masked_fill(positive_mask & ~diagonal, float("-inf"))
         return F.cross_entropy(logits, torch.arange(batch, device=logits.device))
+
+
+class MultiLabelLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.MultiLabelLoss"):
+    """Every song of the batch against every tag of the vocabulary: sigmoid cross-entropy on scaled cosines.
+
+    ``logit[b, t] = exp(log_scale) * cos(song_b, tag_t) + bias``, ``loss = mean_{b,t} BCE(logit[b, t], label[b, t])``.
+
+    Why (README "Recipe"): a triplet step teaches each anchor tag one positive and one negative song, a few hundred
+    comparisons per batch, most of them already satisfied; this loss sees all ``batch x n_tags`` labels of the
+    batch, as the BCE classifier does, and keeps what BCE cannot do: tags are still embeddings of word vectors
+    (unseen words and zero-shot queries keep working) and songs and tags stay in one cosine space. One scale and
+    one bias for all tags (no per-tag parameter, which an unseen tag would not have); retrieval ranks by the cosine,
+    on which neither has any effect.
+
+    Args:
+        scale: initial cosine scale (> 0); learnt (as its log) when ``learn_scale``.
+        bias: initial logit bias, learnt; about ``log(p / (1 - p))`` for a label density ``p``.
+        learn_scale: train the scale (else fixed at ``scale``).
+    """
+
+    needs_negatives: ClassVar[bool] = False
+    over_vocabulary: ClassVar[bool] = True
+
+    def __init__(self, *, scale: float = 10.0, bias: float = -2.0, learn_scale: bool = True) -> None:
+        super().__init__()
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale}")
+        if not math.isfinite(bias):
+            raise ValueError(f"bias must be finite, got {bias}")
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)), requires_grad=learn_scale)
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+
+    def logits(self, tags: Tensor, songs: Tensor) -> Tensor:
+        """``tags [n_tags, D]``, ``songs [B, D]`` -> ``Tensor[B, n_tags]``: ``scale * cos + bias``."""
+        if tags.dim() != 2 or songs.dim() != 2 or tags.shape[1] != songs.shape[1]:
+            raise ValueError(f"tags and songs must be [n, dim] of one dim, got {list(tags.shape)} and {list(songs.shape)}")
+        cosine = F.normalize(songs, dim=-1) @ F.normalize(tags, dim=-1).T
+        return cosine * self.log_scale.exp() + self.bias
+
+    def forward(self, tags: Tensor, songs: Tensor, labels: Tensor) -> Tensor:
+        """Scalar loss, averaged over every (song, tag) entry.
+
+        Args:
+            tags: embeddings of the whole vocabulary ``Tensor[n_tags, D]``.
+            songs: song embeddings ``Tensor[B, D]``.
+            labels: ``Tensor[B, n_tags]`` in [0, 1] (multi-hot; fractions for mixed songs).
+        """
+        logits = self.logits(tags, songs)
+        if labels.shape != logits.shape:
+            raise ValueError(f"labels must be [{songs.shape[0]}, {tags.shape[0]}], got {list(labels.shape)}")
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

@@ -1,4 +1,5 @@
-"""The LightningModule: triplet (or InfoNCE) training and per-tag retrieval evaluation, DDP-correct.
+"""The LightningModule: metric-learning training (triplet, InfoNCE or multi-label) and per-tag retrieval
+evaluation, DDP-correct.
 
 A checkpoint rebuilds without the Hydra config tree: the model and the loss are saved as specs
 (``{"_target_": "tagretrieval....", **kwargs}``), the tag vectors as a buffer (or parameter) of the state dict.
@@ -15,10 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from tagretrieval import metric_keys
+from tagretrieval.augment import MelAugment
 from tagretrieval.data.datamodule import to_model_layout
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import TagRetrievalModel, build_from_spec
 from tagretrieval.samplers import NEGATIVE_MODES, choose_negatives
+from tagretrieval.schedules import WarmupPlateau, warmup_factor
 
 
 def scores_matrix(tag_embeddings: torch.Tensor, song_embeddings: torch.Tensor) -> torch.Tensor:
@@ -39,13 +42,17 @@ class TagRetrievalModule(L.LightningModule):
 
     Args:
         model: the network, or its spec (when reloaded from a checkpoint).
-        loss: ``TripletLoss``/``InfoNCELoss``, or its spec.
+        loss: ``TripletLoss``/``InfoNCELoss``/``MultiLabelLoss``, or its spec.
         tags, categories: the tag vocabulary ``[n_tags]`` in label-column order, and each tag's category.
         tag_vectors: word vectors ``[n_tags, word_dim]`` fed to the tag branch (zeros when reloading: the
             state dict restores them).
         train_tag_vectors: make the tag vectors trainable (``tag_encoder=learned``).
         negatives: ``"uniform"`` or ``"weighted"`` in-batch negative choice (from the sampler).
-        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``); not needed to evaluate.
+        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``); not needed to evaluate. It gets two
+            parameter groups: weights, and the parameters weight decay should not shrink (biases, normalisation
+            scales, the loss's scale and bias: every tensor of fewer than 2 dimensions), with ``weight_decay=0``.
+        scheduler: the learning-rate schedule (:class:`~tagretrieval.schedules.WarmupPlateau`), or None.
+        augment: training-mel augmentation (:class:`~tagretrieval.augment.MelAugment`), or None.
         tag_encoder: the tag encoder's settings, kept so that queries can be embedded later.
         data_config: the data it is trained on, ``{"data": importer config, "audio": front-end config,
             "chunk_frames": int}`` (plain values), kept so that ``ckpt_path=`` modes use the same data by default.
@@ -54,7 +61,7 @@ class TagRetrievalModule(L.LightningModule):
             state dict keeps its keys). Neither is saved in the checkpoint: they are how to run, not what was learnt.
 
     Training is reproducible across a resume: the pair stream is a function of the epoch (the sampler), the negatives
-    of the step (:meth:`_negative_generator`), and the global random state that dropout draws from is reseeded at
+    and the augmentations of the step (:meth:`_step_generator`), and the global random state that dropout draws from is reseeded at
     every step from (seed, step, rank) (:meth:`on_train_batch_start`), so nothing depends on what else consumed
     random numbers before (e.g. DataLoader iterators drawing their base seeds, which differ after a resume).
     """
@@ -71,6 +78,8 @@ class TagRetrievalModule(L.LightningModule):
         train_tag_vectors: bool = False,
         negatives: str = "uniform",
         optimizer: Callable | None = None,
+        scheduler: WarmupPlateau | None = None,
+        augment: MelAugment | None = None,
         seed: int = 0,
         k: int = 10,
         tag_encoder: Mapping | None = None,
@@ -104,6 +113,8 @@ class TagRetrievalModule(L.LightningModule):
         else:
             self.register_buffer("tag_vectors", vectors)
         self.optimizer_factory = optimizer
+        self.scheduler = scheduler
+        self.augment = augment if augment is not None and augment.active else None
         self.channels_last = channels_last
         self.compile_cnn = compile_cnn
         self._valid_triplets = None  # device tensor: valid triplets of this epoch, checked once at its end
@@ -132,7 +143,31 @@ class TagRetrievalModule(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise RuntimeError("no optimizer given: this module was loaded for evaluation only")
-        return self.optimizer_factory(self.parameters())
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in parameters if p.dim() >= 2]},
+                  {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
+        optimizer = self.optimizer_factory([group for group in groups if group["params"]])
+        if self.scheduler is None:
+            return optimizer
+        plateau = self.scheduler.plateau(optimizer, mode=metric_keys.MONITOR_MODE)
+        every = self.trainer.check_val_every_n_epoch if self._trainer is not None else 1
+        # strict=False: an epoch without validation (check_val_every_n_epoch > 1) leaves the rate as it is
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": metric_keys.MONITOR,
+                                                         "interval": "epoch", "frequency": every or 1,
+                                                         "strict": False}}
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The warm-up (:func:`~tagretrieval.schedules.warmup_factor`): the first ``warmup_steps`` steps run at a
+        fraction of each group's rate; the decay on plateau owns the rate afterwards."""
+        warmup = self.scheduler.warmup_steps if self.scheduler is not None else 0
+        if self.global_step < warmup:
+            for group in optimizer.param_groups:
+                target = group.setdefault("warmup_target_lr", group["lr"])  # kept in the optimizer's state
+                group["lr"] = target * warmup_factor(self.global_step, warmup_steps=warmup)
+        elif warmup and self.global_step == warmup:
+            for group in optimizer.param_groups:
+                group["lr"] = group.pop("warmup_target_lr", group["lr"])
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
 
     def _step_seed(self, stream: int) -> int:
         """A seed for this step's random stream ``stream``: a function of (seed, global step, rank) only."""
@@ -147,15 +182,35 @@ class TagRetrievalModule(L.LightningModule):
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         torch.manual_seed(self._step_seed(1))  # dropout and modality dropout (CPU and every CUDA device)
 
-    def _negative_generator(self) -> torch.Generator:
+    def _step_generator(self, stream: int) -> torch.Generator:
+        """A generator on the device for this step's stream ``stream`` (0: negatives, 2: augmentation)."""
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(self._step_seed(0))
+        generator.manual_seed(self._step_seed(stream))
         return generator
+
+    def _embed_training_songs(self, batch: dict) -> torch.Tensor:
+        """Song embeddings ``[B, D]`` of a training batch: one crop per song (``mel [B, n_mels, T]``) or several
+        (``mel [B, C, n_mels, T]``, ``train_chunks``), pooled as the model pools evaluation chunks."""
+        inputs = song_inputs(batch)
+        mel = inputs.pop("mel", None)
+        if mel is not None and mel.dim() == 3:
+            mel = mel.unsqueeze(1)
+        return self.model.embed_song_chunks(mel, **inputs)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         tag = batch["tag"]
+        if self.augment is not None and "mel" in batch:
+            batch["mel"], batch["labels"] = self.augment(batch["mel"], batch["labels"],
+                                                         generator=self._step_generator(2))
+        songs = self._embed_training_songs(batch)
+        if self.loss.over_vocabulary:  # every song against every tag: the pair's tag only chose the song
+            tags = self.model.embed_tags(self.tag_vectors)
+            with torch.autocast(device_type=self.device.type, enabled=False):
+                loss = self.loss(tags.float(), songs.float(), batch["labels"].float())
+            self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, on_step=True, on_epoch=True,
+                     sync_dist=True, batch_size=len(tag))
+            return loss
         anchors = self.model.embed_tags(self.tag_vectors[tag])
-        songs = self.model.embed_songs(**song_inputs(batch))
         positive = batch["labels"][:, tag].T.bool()           # [anchor i, song j]: song j carries tag i
         # the loss in float32 whatever the precision of the branches (bf16/fp16 cosines lose the margin's scale)
         with torch.autocast(device_type=self.device.type, enabled=False):
@@ -163,7 +218,7 @@ class TagRetrievalModule(L.LightningModule):
             if self.loss.needs_negatives:
                 index, valid = choose_negatives(
                     anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
-                    mode=self.hparams["negatives"], generator=self._negative_generator(),
+                    mode=self.hparams["negatives"], generator=self._step_generator(0),
                 )
                 loss = self.loss(anchors, songs, songs[index], valid)
                 count = valid.sum()

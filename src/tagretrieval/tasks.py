@@ -38,6 +38,7 @@ from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.choice import auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.module import TagRetrievalModule
+from tagretrieval.recipe import CROPS_PER_SONG, auto_cnn_channels, auto_pairs_per_epoch, recipe_block
 from tagretrieval.reports.run_report import scores_path
 from tagretrieval.reports.scores import ScoreMatrix
 from tagretrieval.shared_vectors import settings_key, shared_tag_matrix
@@ -263,7 +264,7 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalMod
     return TagRetrievalDataModule(
         dataset=dataset, sampler=instantiate(cfg.sampler), mel_store=mel_store, use_cf=model.uses_cf,
         use_features=model.uses_features,
-        chunk_frames=cfg.chunk_frames, n_eval_chunks=cfg.n_eval_chunks,
+        chunk_frames=cfg.chunk_frames, n_eval_chunks=cfg.n_eval_chunks, train_chunks=cfg.train_chunks,
         n_valid_chunks=cfg.validation.n_chunks, max_valid_songs=cfg.validation.max_songs,
         eval_batch_size=loader.eval_batch_size, seed=cfg.seed,
         num_workers=default_num_workers() if loader.num_workers is None else loader.num_workers,
@@ -289,6 +290,82 @@ def trainer_settings(cfg: DictConfig) -> dict:
     if "benchmark" in cfg.trainer and cfg.trainer.benchmark is None and on_gpu(cfg):
         settings["benchmark"] = cfg.trainer.get("deterministic") is not True
     return settings
+
+
+def world_size(cfg: DictConfig) -> int:
+    """Training processes: ``trainer.devices`` (a count, a list, or ``auto``) x ``trainer.num_nodes``."""
+    devices = cfg.trainer.get("devices", 1)
+    if isinstance(devices, int):
+        count = devices
+    elif OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif str(devices).isdigit():
+        count = int(devices)
+    else:  # auto / -1
+        count = max(1, torch.cuda.device_count()) if on_gpu(cfg) else 1
+    return max(1, count) * int(cfg.trainer.get("num_nodes", 1))
+
+
+def _settings(node) -> str:
+    """``Name(key=value, ...)`` of a config node with a ``_target_``; ``none`` for an empty one."""
+    if not node:
+        return "none"
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    name = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"
+
+
+def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | None = None,
+                   announce: bool = True) -> None:
+    """Fill the recipe's automatic settings into ``cfg`` (``sampler.pairs_per_epoch: null``, ``cnn_channels: null``:
+    :mod:`tagretrieval.recipe`) from the training split and the device, and log the recipe as one block (unless not
+    ``announce``). ``model``: the model's name (``None``: a baseline, which is trained with the same budget)."""
+    device = "gpu" if on_gpu(cfg) else "cpu"
+    n_train = len(dataset.split_indices(metric_keys.TRAIN))
+    processes = world_size(cfg)
+    auto: dict[str, str] = {}
+    with open_dict(cfg):
+        if cfg.sampler.get("pairs_per_epoch") is None:
+            cfg.sampler.pairs_per_epoch = auto_pairs_per_epoch(
+                n_train_songs=n_train, batch_size=int(cfg.sampler.batch_size), world_size=processes, device=device,
+                train_chunks=int(cfg.train_chunks))
+            auto["pairs"] = (f" (auto: {CROPS_PER_SONG} crops per training song / {cfg.train_chunks} per pair, "
+                             f"whole batches)")
+        if cfg.get("cnn_channels") is None:
+            cfg.cnn_channels = auto_cnn_channels(device=device)
+            auto["cnn"] = f" (auto: {device})"
+        baseline = cfg.get("baseline")
+        if model is None and baseline is not None and "crops_per_epoch" in baseline and baseline.crops_per_epoch is None:
+            # bce_cnn: the crops of the retrieval model's epoch, so that both train on the same compute
+            baseline.crops_per_epoch = int(cfg.sampler.pairs_per_epoch) * int(cfg.train_chunks)
+            auto["crops"] = f" (auto: {cfg.sampler.pairs_per_epoch:,} pairs x {cfg.train_chunks} crops)"
+    if not announce:
+        return
+    stopping = (cfg.get("callbacks") or {}).get("early_stopping")
+    rows = [("data", f"'{dataset.name}': {n_train:,} / {len(dataset.split_indices(metric_keys.VALID)):,} / "
+                     f"{len(dataset.split_indices(metric_keys.TEST)):,} songs (train / valid / test), "
+                     f"{len(dataset.tags)} tags"),
+            ("device", f"{device} x {processes}, precision {cfg.trainer.get('precision')}")]
+    if model is not None:
+        rows += [("model", f"{model}, pooling {cfg.chunk_pooling}"), ("tag encoder", _settings(cfg.tag_encoder)),
+                 ("loss", _settings(cfg.loss))]
+    else:
+        rows.append(("baseline", _settings(cfg.baseline) + auto.get("crops", "")))
+    rows += [("CNN channels", f"{list(cfg.cnn_channels)}{auto.get('cnn', '')}"),
+             ("sampling", f"{str(cfg.sampler._target_).rsplit('.', 1)[-1]}, batch {cfg.sampler.batch_size}, "
+                          f"{cfg.sampler.pairs_per_epoch:,} pairs per epoch{auto.get('pairs', '')}")]
+    if model is not None:
+        rows += [("context", f"{cfg.train_chunks} crop(s) of {cfg.chunk_frames} frames per training song; "
+                             f"{cfg.n_eval_chunks} chunks per test song, {cfg.validation.n_chunks} per valid song"),
+                 ("augment", _settings(cfg.augment)), ("optimizer", _settings(cfg.optimizer)),
+                 ("schedule", _settings(cfg.scheduler))]
+    threshold = stopping.get("stopping_threshold") if stopping else None
+    rows.append(("stopping", (f"after {stopping.patience} validations without a better {metric_keys.MONITOR}"
+                              + (f" or once it reaches {threshold:g}" if threshold is not None else "") + ", "
+                              if stopping else "no early stopping, ")
+                 + f"at most {cfg.trainer.max_epochs} epochs, validation every "
+                   f"{cfg.trainer.get('check_val_every_n_epoch', 1)} epoch(s)"))
+    log.info("%s", recipe_block(rows, title="recipe (README \"Recipe\"; override any of it on the command line):"))
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
@@ -331,11 +408,15 @@ def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
         dataset, vectors = everything.select_tags([everything.tags[j] for j in seen_rows]), all_vectors[seen_rows]
         log.info("eval.unseen_tags: %d tag(s) held out of training, evaluated apart: %s", len(unseen),
                  ", ".join(unseen))
+    resolve_recipe(cfg, dataset, model=model_config(cfg, dataset_inputs(dataset), dataset=f"'{dataset.name}'",
+                                                    announce=False)[0])
     model = build_model(cfg, dataset, announced=announced)
     module = TagRetrievalModule(
         model=model, loss=instantiate(cfg.loss), tags=dataset.tags, categories=dataset.categories,
         word_dim=vectors.shape[1], tag_vectors=vectors, train_tag_vectors=trainable,
         negatives=get_class(cfg.sampler._target_).negatives, optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        augment=instantiate(cfg.augment) if cfg.augment else None,
         seed=cfg.seed, k=cfg.top_k, tag_encoder=OmegaConf.to_container(cfg.tag_encoder, resolve=True),
         data_config=data_settings(cfg),
         channels_last=cfg.performance.channels_last, compile_cnn=cfg.performance.compile,

@@ -9,9 +9,10 @@ probabilities, and ranks the songs of each tag by that probability: the same ``R
 retrieval model. The checkpoint callback keeps the best valid macro PR-AUC (:data:`metric_keys.MONITOR`),
 which is then evaluated on the test split.
 
-By default (``conf/baseline/bce_cnn.yaml``) an epoch is ``sampler.pairs_per_epoch`` crops in batches of
-``sampler.batch_size``, with the retrieval model's optimizer settings: the same number of CNN forward passes
-per step and per epoch as the retrieval model's training.
+By default (``conf/baseline/bce_cnn.yaml``) an epoch is as many crops as the retrieval model's epoch
+(``sampler.pairs_per_epoch x train_chunks``, filled in by the task layer) in batches of ``sampler.batch_size``, with
+the retrieval model's CNN, epochs, early stopping and optimizer settings: the same number of CNN forward passes per
+epoch as the retrieval model's training.
 """
 
 from __future__ import annotations

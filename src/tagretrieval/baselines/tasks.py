@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tagretrieval.baselines.context import BaselineContext
-from tagretrieval.tasks import build_trainer, prepare_data
+from tagretrieval.tasks import build_trainer, prepare_data, resolve_recipe
 
 
 def baseline(cfg: DictConfig, output_dir: Path):
@@ -19,6 +19,8 @@ def baseline(cfg: DictConfig, output_dir: Path):
                          "(handcrafted_logreg, handcrafted_rf, handcrafted_hgb, handcrafted_svm, probe, topics, "
                          "bce_cnn)")
     prepared = prepare_data(cfg, output_dir)
+    # a baseline that trains a CNN (bce_cnn) gets the retrieval model's budget, automatic settings included
+    resolve_recipe(cfg, prepared.dataset, announce="cnn_channels" in cfg.baseline)
     runner = instantiate(cfg.baseline, _convert_="all")
     context = BaselineContext(dataset=prepared.dataset, output_dir=Path(output_dir), frontend=prepared.frontend,
                               progress=cfg.progress, top_k=cfg.top_k,

@@ -40,6 +40,17 @@ def crop_starts(n_frames: np.ndarray, positions: np.ndarray, *, chunk_frames: in
     return (np.asarray(positions) * np.maximum(1, np.asarray(n_frames) - chunk_frames + 1)).astype(np.int64)
 
 
+def training_crop_positions(positions: np.ndarray, *, n_crops: int) -> np.ndarray:
+    """Where the ``n_crops`` training crops of each song lie, ``float64 [B, n_crops]`` in [0, 1), from one draw
+    ``positions [B]`` in [0, 1) per song: crop ``i`` at ``(i + u) / n_crops``, i.e. one crop in each of ``n_crops``
+    equal strata of the song, all shifted by the same ``u``. They span the song as the evaluation chunks do
+    (:func:`chunk_starts`), in time order, and the pair stream stays one number per crop set (a resumed run draws
+    the same crops)."""
+    if n_crops < 1:
+        raise ValueError(f"n_crops must be >= 1, got {n_crops}")
+    return (np.arange(n_crops)[None, :] + np.asarray(positions, dtype=np.float64)[:, None]) / n_crops
+
+
 def to_model_layout(mel: torch.Tensor) -> torch.Tensor:
     """Batches carry crops as the store holds them, ``[..., chunk_frames, n_mels]`` in its dtype (float16 halves what
     loader workers copy and what crosses to the GPU); models take float32 ``[..., n_mels, chunk_frames]``. Called
@@ -67,12 +78,13 @@ class SongInputs:
         # where each row's mel lives: located once, so a batch needs no per-track lookups
         self.locations = mel_store.locate(dataset.track_ids) if mel_store is not None else None
 
-    def batch(self, rows: np.ndarray, *, crop_positions: np.ndarray | None = None,
+    def batch(self, rows: np.ndarray, *, crop_positions: np.ndarray | None = None, n_crops: int = 1,
               n_chunks: int | None = None) -> dict[str, torch.Tensor]:
-        """Songs ``rows [B]``: ``row [B]``, ``labels [B, n_tags]``, ``cf``, ``features``, and either one training crop
-        each, ``mel [B, chunk_frames, n_mels]`` placed at ``crop_positions [B]`` in [0, 1), or ``n_chunks`` evaluation
-        chunks each, ``mel [B, n_chunks, chunk_frames, n_mels]``; mels in the store's layout and dtype: pass them
-        through :func:`to_model_layout` before a model."""
+        """Songs ``rows [B]``: ``row [B]``, ``labels [B, n_tags]``, ``cf``, ``features``, and either training crops
+        placed by ``crop_positions [B]`` in [0, 1) (one each, ``mel [B, chunk_frames, n_mels]``, or ``n_crops`` > 1
+        each, ``mel [B, n_crops, chunk_frames, n_mels]``, see :func:`training_crop_positions`), or ``n_chunks``
+        evaluation chunks each, ``mel [B, n_chunks, chunk_frames, n_mels]``; mels in the store's layout and dtype:
+        pass them through :func:`to_model_layout` before a model."""
         rows = np.asarray(rows, dtype=np.int64)
         out = {"row": torch.from_numpy(rows.copy()),
                "labels": torch.from_numpy(np.asarray(self.labels[rows], dtype=np.float32))}
@@ -83,9 +95,15 @@ class SongInputs:
         if self.mel_store is not None:
             loc = self.locations
             where = type(loc)(shard=loc.shard[rows], offset=loc.offset[rows], n_frames=loc.n_frames[rows])
-            if crop_positions is not None:
+            if crop_positions is not None and n_crops == 1:
                 starts = crop_starts(where.n_frames, crop_positions, chunk_frames=self.chunk_frames)
                 out["mel"] = torch.from_numpy(self.mel_store.read_frames(where, starts, self.chunk_frames))
+            elif crop_positions is not None:
+                positions = training_crop_positions(crop_positions, n_crops=n_crops)  # [B, n_crops]
+                repeated = type(loc)(*(np.repeat(a, n_crops) for a in (where.shard, where.offset, where.n_frames)))
+                starts = crop_starts(repeated.n_frames, positions.ravel(), chunk_frames=self.chunk_frames)
+                crops = self.mel_store.read_frames(repeated, starts, self.chunk_frames)
+                out["mel"] = torch.from_numpy(crops.reshape(len(rows), n_crops, self.chunk_frames, -1))
             else:
                 starts = np.stack([chunk_starts(int(t), chunk_frames=self.chunk_frames, n_chunks=n_chunks)
                                    for t in where.n_frames])  # [B, n_chunks]
@@ -103,14 +121,16 @@ class SongInputs:
 
 class PairBatchDataset(Dataset):
     """Key: ``[batch, 3]`` (dataset row of the positive song, anchor tag, crop position) from
-    :class:`EpochBatchSampler`; value: the whole batch (:meth:`SongInputs.batch` plus ``tag [batch]``)."""
+    :class:`EpochBatchSampler`; value: the whole batch (:meth:`SongInputs.batch` plus ``tag [batch]``), with
+    ``train_chunks`` crops per song."""
 
-    def __init__(self, inputs: SongInputs) -> None:
+    def __init__(self, inputs: SongInputs, *, train_chunks: int = 1) -> None:
         self.inputs = inputs
+        self.train_chunks = train_chunks
 
     def __getitem__(self, key: np.ndarray) -> dict[str, torch.Tensor]:
         key = np.asarray(key)
-        batch = self.inputs.batch(key[:, 0].astype(np.int64), crop_positions=key[:, 2])
+        batch = self.inputs.batch(key[:, 0].astype(np.int64), crop_positions=key[:, 2], n_crops=self.train_chunks)
         batch["tag"] = torch.from_numpy(key[:, 1].astype(np.int64))
         return batch
 
@@ -173,6 +193,7 @@ class TagRetrievalDataModule(L.LightningDataModule):
     Run the trainer with ``use_distributed_sampler=False``: this module shards by itself.
 
     Args:
+        train_chunks: crops per training song (> 1: the model pools them, :func:`training_crop_positions`).
         n_eval_chunks: chunks averaged per song at test (and retrieval/export: the model's own setting).
         n_valid_chunks: chunks per song at validation (fewer is cheaper; model selection only).
         max_valid_songs: validate on a seeded subset of this many valid songs (None: all of them).
@@ -189,6 +210,7 @@ class TagRetrievalDataModule(L.LightningDataModule):
         use_features: bool,
         chunk_frames: int,
         n_eval_chunks: int,
+        train_chunks: int = 1,
         n_valid_chunks: int | None = None,
         max_valid_songs: int | None = None,
         eval_batch_size: int = 16,
@@ -204,7 +226,10 @@ class TagRetrievalDataModule(L.LightningDataModule):
             raise ValueError(f"the model needs song features, but dataset '{dataset.name}' has none ({dataset.root})")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if train_chunks < 1:
+            raise ValueError(f"train_chunks must be >= 1, got {train_chunks}")
         self.dataset = dataset
+        self.train_chunks = train_chunks
         self.sampler = sampler
         self.inputs = SongInputs(dataset, mel_store=mel_store, use_cf=use_cf, use_features=use_features,
                                  chunk_frames=chunk_frames)
@@ -232,7 +257,8 @@ class TagRetrievalDataModule(L.LightningDataModule):
         # the epochs the fit loop has run (restored by a resume); what Lightning itself passes to set_epoch
         epoch_fn = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
         batches = EpochBatchSampler(self.sampler, index, rank=rank, world_size=world_size, epoch_fn=epoch_fn)
-        return DataLoader(PairBatchDataset(self.inputs), sampler=batches, batch_size=None,
+        return DataLoader(PairBatchDataset(self.inputs, train_chunks=self.train_chunks), sampler=batches,
+                          batch_size=None,
                           persistent_workers=self.num_workers > 0, **self._loader_options())
 
     def songs_dataloader(self, split: str, *, n_chunks: int | None = None,

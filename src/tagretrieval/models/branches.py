@@ -13,9 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvBlock", "EmbeddingConv", "ShortChunkCNN", "MLPBranch", "GatedFusion", "PAPER_CNN_CHANNELS"]
+__all__ = ["ConvBlock", "EmbeddingConv", "ShortChunkCNN", "MLPBranch", "GatedFusion", "ChunkPooling", "POOLINGS",
+           "PAPER_CNN_CHANNELS"]
 
 PAPER_CNN_CHANNELS: tuple[int, ...] = (128, 128, 256, 256, 256, 256, 512)
+POOLINGS: tuple[str, ...] = ("mean", "attention", "transformer")
+"""How :class:`ChunkPooling` turns the embeddings of a song's chunks into one."""
 
 
 class ConvBlock(nn.Module):
@@ -185,3 +188,49 @@ class GatedFusion(nn.Module):
             cf_only = dropped & ~audio_only
             gate = torch.where(audio_only[:, None], 1.0, torch.where(cf_only[:, None], 0.0, gate))
         return gate * audio + (1.0 - gate) * cf
+
+
+class ChunkPooling(nn.Module):
+    """One embedding per song from the embeddings of its chunks: ``[B, C, D] -> [B, D]``, for any ``C >= 1``.
+
+    - ``mean``: the average (the reference's evaluation; no parameters).
+    - ``attention``: a weighted average, ``w = softmax_c(v . tanh(W x_c))`` (Ilse et al. 2018's attention pooling):
+      chunks that carry the evidence (a solo, the brass entry) can outweigh the others.
+    - ``transformer``: one pre-norm self-attention block over the chunks (they exchange context: a chunk's
+      embedding can depend on what the song does elsewhere), then the mean. No position encoding: training and
+      evaluation place their chunks differently (a few stratified crops vs ``n_eval_chunks`` evenly spaced), so the
+      block sees a set of chunks, not a sequence.
+
+    The learnt variants start as the mean: the attention scores start at 0 (uniform weights) and the block's
+    output projections at 0 (identity), so switching them on never starts from a worse model.
+    """
+
+    def __init__(self, *, mode: str, dim: int, hidden_dim: int = 128, n_heads: int = 4) -> None:
+        super().__init__()
+        if mode not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+        if dim < 1 or hidden_dim < 1:
+            raise ValueError(f"pooling sizes must be positive, got dim={dim}, hidden_dim={hidden_dim}")
+        self.mode = mode
+        if mode == "attention":
+            self.score = nn.Sequential(nn.Linear(dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1))
+            nn.init.zeros_(self.score[2].weight)
+            nn.init.zeros_(self.score[2].bias)
+        elif mode == "transformer":
+            heads = n_heads if dim % n_heads == 0 else 1
+            self.block = nn.TransformerEncoderLayer(d_model=dim, nhead=heads, dim_feedforward=2 * dim, dropout=0.0,
+                                                    batch_first=True, norm_first=True)
+            for projection in (self.block.self_attn.out_proj, self.block.linear2):
+                nn.init.zeros_(projection.weight)
+                nn.init.zeros_(projection.bias)
+
+    def forward(self, chunks: Tensor) -> Tensor:
+        """``chunks [B, C, D]`` -> ``Tensor[B, D]``."""
+        if chunks.dim() != 3:
+            raise ValueError(f"chunk embeddings must be [batch, n_chunks, dim], got {list(chunks.shape)}")
+        if self.mode == "attention":
+            weights = torch.softmax(self.score(chunks).float(), dim=1).to(chunks.dtype)  # [B, C, 1]
+            return (weights * chunks).sum(dim=1)
+        if self.mode == "transformer":
+            chunks = self.block(chunks)
+        return chunks.mean(dim=1)

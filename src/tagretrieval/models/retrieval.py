@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tagretrieval.models.branches import PAPER_CNN_CHANNELS, GatedFusion, MLPBranch, ShortChunkCNN
+from tagretrieval.models.branches import PAPER_CNN_CHANNELS, ChunkPooling, GatedFusion, MLPBranch, ShortChunkCNN
 from tagretrieval.models.spec import SpecMixin
 
 __all__ = [
@@ -166,15 +166,25 @@ class TagRetrievalModel(SpecMixin, nn.Module):
         out = embed(mel_chunks.reshape(batch * n_chunks, n_mels, n_frames))
         return out.reshape(batch, n_chunks, -1).mean(dim=1)
 
+    def _pool_chunks(self, mel_chunks: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
+        """Run ``embed`` on all chunks as one batch and pool them with ``self.chunk_pooling``
+        (:class:`~tagretrieval.models.branches.ChunkPooling`): ``[B, C, F, T] -> [B, C, D] -> [B, D]``. Training
+        (several chunks per song, ``train_chunks``) and evaluation (``n_eval_chunks``) pool the same way."""
+        batch, n_chunks, n_mels, n_frames = mel_chunks.shape
+        out = embed(mel_chunks.reshape(batch * n_chunks, n_mels, n_frames))
+        return self.chunk_pooling(out.reshape(batch, n_chunks, -1))
+
 
 class AcousticModel(TagRetrievalModel, spec_target="tagretrieval.models.AcousticModel"):
     """Audio-only model (reference ``AudioModel``): the CNN output (``embedding_dim``) is the song embedding.
 
-    Evaluation averages the chunk embeddings, as the reference does.
+    Evaluation averages the chunk embeddings, as the reference does (``pooling="mean"``).
 
     Args:
         cnn_output_batchnorm: BatchNorm after the final 1x1 conv (``layer8.bn``); the earlier reference
             revision has it, the later one does not.
+        pooling: how a song's chunk embeddings become one, in training (``train_chunks`` > 1) and evaluation:
+            ``mean``, ``attention`` or ``transformer`` (:class:`~tagretrieval.models.branches.ChunkPooling`).
     """
 
     uses_audio = True
@@ -192,18 +202,21 @@ class AcousticModel(TagRetrievalModel, spec_target="tagretrieval.models.Acoustic
         n_mels: int = 128,
         cnn_channels: Sequence[int] = PAPER_CNN_CHANNELS,
         cnn_output_batchnorm: bool = True,
+        pooling: str = "mean",
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
         self.cnn = ShortChunkCNN(
             n_mels=n_mels, channels=cnn_channels, out_dim=embedding_dim, output_batchnorm=cnn_output_batchnorm
         )
         self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
+        self.chunk_pooling = ChunkPooling(mode=pooling, dim=embedding_dim)
 
     def embed_song_chunks(self, mel_chunks: Tensor | None, cf: Tensor | None = None) -> Tensor:
-        """``mel_chunks [B, C, n_mels, chunk_frames]`` -> mean CNN embedding ``Tensor[B, embedding_dim]``; ``cf`` ignored."""
+        """``mel_chunks [B, C, n_mels, chunk_frames]`` -> pooled CNN embedding ``Tensor[B, embedding_dim]``; ``cf``
+        ignored."""
         self._check_inputs(mel_chunks, cf)
         assert mel_chunks is not None
-        return self._chunk_mean(mel_chunks, self.cnn)
+        return self._pool_chunks(mel_chunks, self.cnn)
 
 
 class CulturalModel(TagRetrievalModel, spec_target="tagretrieval.models.CulturalModel"):
@@ -237,7 +250,7 @@ class ConcatModel(TagRetrievalModel, spec_target="tagretrieval.models.ConcatMode
     """The reference's hybrid ("Concat"): ``[CNN(mel) (cnn_out_dim) ; raw cf (cf_dim)] -> MLP (cat_branch)``.
 
     As in the reference evaluation, the CNN outputs (not the final embeddings) are averaged over the
-    chunks before concatenation with the song's CF vector.
+    chunks (``pooling="mean"``; or ``attention``, ``transformer``) before concatenation with the song's CF vector.
     """
 
     uses_audio = True
@@ -257,6 +270,7 @@ class ConcatModel(TagRetrievalModel, spec_target="tagretrieval.models.ConcatMode
         cnn_out_dim: int = 200,
         cnn_output_batchnorm: bool = True,
         cf_dim: int = 200,
+        pooling: str = "mean",
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
         _check_positive(cf_dim=cf_dim, cnn_out_dim=cnn_out_dim)
@@ -268,12 +282,13 @@ class ConcatModel(TagRetrievalModel, spec_target="tagretrieval.models.ConcatMode
         self.cat_branch = MLPBranch(
             in_dim=cnn_out_dim + cf_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout
         )
+        self.chunk_pooling = ChunkPooling(mode=pooling, dim=cnn_out_dim)
 
     def embed_song_chunks(self, mel_chunks: Tensor | None, cf: Tensor | None = None) -> Tensor:
         """``mel_chunks [B, C, n_mels, chunk_frames]``, ``cf [B, cf_dim]`` -> ``Tensor[B, embedding_dim]``."""
         self._check_inputs(mel_chunks, cf)
         assert mel_chunks is not None and cf is not None
-        audio = self._chunk_mean(mel_chunks, self.cnn)
+        audio = self._pool_chunks(mel_chunks, self.cnn)
         return self.cat_branch(torch.cat([audio, cf], dim=-1))
 
 
@@ -284,8 +299,8 @@ class HybridModel(TagRetrievalModel, spec_target="tagretrieval.models.HybridMode
     input is easier early in training and ignore the other, and in the paper it did not beat the
     single-modality models. Here:
 
-    1. audio: ``cnn`` (``cnn_out_dim``) -> ``audio_head`` MLP -> ``embedding_dim``, per chunk, averaged
-       over the evaluation chunks (the head sees single chunks, as in training);
+    1. audio: ``cnn`` (``cnn_out_dim``) -> ``audio_head`` MLP -> ``embedding_dim``, per chunk, pooled over
+       the chunks (``pooling``: the mean by default; the head sees single chunks, in training as in evaluation);
     2. listening data: ``cf_branch`` MLP (``cf_dim`` -> ``embedding_dim``);
     3. ``fusion`` (``GatedFusion``): both L2-normalised, ``fused = g * audio + (1 - g) * cf`` with a
        per-dimension gate ``g = sigmoid(W [audio; cf] + b)`` computed from both embeddings, so audible
@@ -314,6 +329,7 @@ class HybridModel(TagRetrievalModel, spec_target="tagretrieval.models.HybridMode
         cnn_out_dim: int = 256,
         cf_dim: int = 200,
         modality_dropout: float = 0.25,
+        pooling: str = "mean",
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
         _check_positive(cf_dim=cf_dim, cnn_out_dim=cnn_out_dim)
@@ -323,11 +339,12 @@ class HybridModel(TagRetrievalModel, spec_target="tagretrieval.models.HybridMode
         self.audio_head = MLPBranch(in_dim=cnn_out_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
         self.cf_branch = MLPBranch(in_dim=cf_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
         self.fusion = GatedFusion(embedding_dim=embedding_dim, modality_dropout=modality_dropout)
+        self.chunk_pooling = ChunkPooling(mode=pooling, dim=embedding_dim)
 
     def _branch_embeddings(self, mel_chunks: Tensor | None, cf: Tensor | None) -> tuple[Tensor, Tensor]:
         self._check_inputs(mel_chunks, cf)
         assert mel_chunks is not None and cf is not None
-        audio = self._chunk_mean(mel_chunks, lambda x: self.audio_head(self.cnn(x)))
+        audio = self._pool_chunks(mel_chunks, lambda x: self.audio_head(self.cnn(x)))
         return audio, self.cf_branch(cf)
 
     def embed_song_chunks(self, mel_chunks: Tensor | None, cf: Tensor | None = None) -> Tensor:

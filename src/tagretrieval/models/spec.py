@@ -33,6 +33,7 @@ BUILDABLE: frozenset[str] = frozenset({
     "tagretrieval.models.fused.FusedModel",
     # losses (conf/loss)
     "tagretrieval.losses.InfoNCELoss",
+    "tagretrieval.losses.MultiLabelLoss",
     "tagretrieval.losses.TripletLoss",
     # tag encoders (conf/tag_encoder): a checkpoint keeps its encoder's settings to embed queries later
     "tagretrieval.pitch_encoder.PitchEncoder",
