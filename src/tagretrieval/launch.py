@@ -142,12 +142,18 @@ def _n_devices(devices: object, accelerator: str) -> int:
     return 1
 
 
+def n_training_processes(trainer: DictConfig) -> int:
+    """Processes of one training run: ``trainer.devices`` (a count, a list, ``"0,1"``, or ``auto``/-1: every visible
+    GPU) x ``trainer.num_nodes``, at least one per node."""
+    n_devices = _n_devices(trainer.get("devices", "auto"), str(trainer.get("accelerator", "auto")))
+    return max(1, n_devices) * int(trainer.get("num_nodes", 1))
+
+
 def lightning_starts_processes(trainer: DictConfig, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether ``Trainer(**trainer)`` would start its other ranks itself (its subprocess launcher): a DDP strategy
     over more than one device and no external launcher (``LOCAL_RANK``, torchrun, srun)."""
     strategy = str(trainer.get("strategy", "auto"))
-    n_processes = _n_devices(trainer.get("devices", "auto"), str(trainer.get("accelerator", "auto")))
-    n_processes *= int(trainer.get("num_nodes", 1))
+    n_processes = n_training_processes(trainer)
     external = "LOCAL_RANK" in environ or _under_torchrun(environ) or (
         "SLURM_NTASKS" in environ and environ.get("SLURM_JOB_NAME") not in _SLURM_INTERACTIVE)
     return strategy in _SPAWNING_STRATEGIES and n_processes > 1 and not external

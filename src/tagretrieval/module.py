@@ -203,19 +203,15 @@ class TagRetrievalModule(L.LightningModule):
             batch["mel"], batch["labels"] = self.augment(batch["mel"], batch["labels"],
                                                          generator=self._step_generator(2))
         songs = self._embed_training_songs(batch)
-        if self.loss.over_vocabulary:  # every song against every tag: the pair's tag only chose the song
-            tags = self.model.embed_tags(self.tag_vectors)
-            with torch.autocast(device_type=self.device.type, enabled=False):
-                loss = self.loss(tags.float(), songs.float(), batch["labels"].float())
-            self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, on_step=True, on_epoch=True,
-                     sync_dist=True, batch_size=len(tag))
-            return loss
-        anchors = self.model.embed_tags(self.tag_vectors[tag])
+        # every song against every tag (the pair's tag only chose the song), or the pairs' anchor tags
+        anchors = self.model.embed_tags(self.tag_vectors if self.loss.over_vocabulary else self.tag_vectors[tag])
         positive = batch["labels"][:, tag].T.bool()           # [anchor i, song j]: song j carries tag i
         # the loss in float32 whatever the precision of the branches (bf16/fp16 cosines lose the margin's scale)
         with torch.autocast(device_type=self.device.type, enabled=False):
             anchors, songs = anchors.float(), songs.float()
-            if self.loss.needs_negatives:
+            if self.loss.over_vocabulary:
+                loss = self.loss(anchors, songs, batch["labels"].float())
+            elif self.loss.needs_negatives:
                 index, valid = choose_negatives(
                     anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
                     mode=self.hparams["negatives"], generator=self._step_generator(0),

@@ -38,6 +38,7 @@ from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.choice import auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.module import TagRetrievalModule
+from tagretrieval.launch import n_training_processes
 from tagretrieval.recipe import CROPS_PER_SONG, auto_cnn_channels, auto_pairs_per_epoch, recipe_block
 from tagretrieval.reports.run_report import scores_path
 from tagretrieval.reports.scores import ScoreMatrix
@@ -292,20 +293,6 @@ def trainer_settings(cfg: DictConfig) -> dict:
     return settings
 
 
-def world_size(cfg: DictConfig) -> int:
-    """Training processes: ``trainer.devices`` (a count, a list, or ``auto``) x ``trainer.num_nodes``."""
-    devices = cfg.trainer.get("devices", 1)
-    if isinstance(devices, int):
-        count = devices
-    elif OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
-        count = len(devices)
-    elif str(devices).isdigit():
-        count = int(devices)
-    else:  # auto / -1
-        count = max(1, torch.cuda.device_count()) if on_gpu(cfg) else 1
-    return max(1, count) * int(cfg.trainer.get("num_nodes", 1))
-
-
 def _settings(node) -> str:
     """``Name(key=value, ...)`` of a config node with a ``_target_``; ``none`` for an empty one."""
     if not node:
@@ -322,7 +309,7 @@ def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | No
     ``announce``). ``model``: the model's name (``None``: a baseline, which is trained with the same budget)."""
     device = "gpu" if on_gpu(cfg) else "cpu"
     n_train = len(dataset.split_indices(metric_keys.TRAIN))
-    processes = world_size(cfg)
+    processes = n_training_processes(cfg.trainer)
     auto: dict[str, str] = {}
     with open_dict(cfg):
         if cfg.sampler.get("pairs_per_epoch") is None:
