@@ -110,7 +110,7 @@ class PerFileCrops(Dataset):
 def loader_for(layout: str, root: Path, dataset, *, n_batches: int, num_workers: int,
                pin_memory: bool = False) -> DataLoader:
     from tagretrieval.audio import LegacyMelCache, MelStore
-    from tagretrieval.data.datamodule import TagRetrievalDataModule
+    from tagretrieval.data.datamodule import TagRetrievalDataModule, worker_options
     from tagretrieval.samplers import BalancedPairSampler, EpochBatchSampler, PositiveIndex
 
     sampler = BalancedPairSampler(batch_size=BATCH, pairs_per_epoch=BATCH * n_batches, seed=0)
@@ -123,8 +123,7 @@ def loader_for(layout: str, root: Path, dataset, *, n_batches: int, num_workers:
     index = PositiveIndex.from_labels(dataset.labels, dataset.split_indices("train"))
     batches = [[(int(r), int(t), float(c)) for r, t, c in key] for key in EpochBatchSampler(sampler, index)]
     return DataLoader(PerFileCrops(LegacyMelCache.open(root), dataset), batch_sampler=batches,
-                      num_workers=num_workers, persistent_workers=num_workers > 0,
-                      prefetch_factor=4 if num_workers else None)
+                      **worker_options(num_workers, prefetch_factor=4))  # workers started as the store's are
 
 
 def pages_touched(n_frames: int, item_bytes: int, *, header_bytes: int = 128) -> float:

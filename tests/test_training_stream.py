@@ -66,3 +66,13 @@ def test_resume_after_epoch_two_equals_the_uninterrupted_run(tmp_path, smoke_ove
     assert [r["epoch"] for r in resumed] == [r["epoch"] for r in full if r["epoch"] == 2]
     assert resumed == [r for r in full if r["epoch"] == 2]  # the same pairs, crops and steps as uninterrupted
     assert read_metrics(tmp_path / "resumed") == read_metrics(full_dir)
+
+
+def test_how_loader_workers_start_changes_no_batch_and_no_metric(tmp_path, smoke_overrides, three_epochs):
+    """``loader.start_method=fork`` (workers copied from the training process) against the default fork server:
+    each worker is seeded the same way, so the runs are the same run."""
+    first_dir, first = three_epochs
+    run_task([*smoke_overrides, "model=acoustic", "trainer.max_epochs=3", "loader.start_method=fork",
+              *recorder(tmp_path / "fork.jsonl")], tmp_path / "fork")
+    assert read_records(tmp_path / "fork.jsonl") == first
+    assert read_metrics(tmp_path / "fork") == read_metrics(first_dir)

@@ -10,6 +10,7 @@ traceback, and so does everything with ``HYDRA_FULL_ERROR=1`` or a ``debug=`` op
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +43,8 @@ def check(cfg: DictConfig) -> None:
     """Refuse a config that cannot run, before anything heavy is imported.
 
     Raises:
-        ConfigError: unknown mode, a required value (``???``) left unset, a mode without what it needs.
+        ConfigError: unknown mode, a required value (``???``) left unset, a mode without what it needs, a loader
+            start method this platform lacks.
         MissingFileError: ``ckpt_path`` or ``run_dir`` does not exist.
     """
     if cfg.mode not in MODES:
@@ -63,6 +65,10 @@ def check(cfg: DictConfig) -> None:
         raise MissingFileError(f"checkpoint not found: ckpt_path={cfg.ckpt_path}")
     if cfg.mode == "report" and not Path(cfg.run_dir).is_dir():
         raise MissingFileError(f"run folder not found: run_dir={cfg.run_dir}")
+    start_method = cfg.get("loader", {}).get("start_method")
+    if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
+        raise ConfigError(f"loader.start_method={start_method!r}: one of "
+                          f"{', '.join(multiprocessing.get_all_start_methods())} on this platform, or null")
 
 
 def missing_values(node, prefix: str = "") -> list[str]:

@@ -270,7 +270,7 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalMod
         eval_batch_size=loader.eval_batch_size, seed=cfg.seed,
         num_workers=default_num_workers() if loader.num_workers is None else loader.num_workers,
         pin_memory=on_gpu(cfg) if loader.pin_memory is None else loader.pin_memory,
-        prefetch_factor=loader.prefetch_factor,
+        prefetch_factor=loader.prefetch_factor, start_method=loader.start_method,
     )
 
 

@@ -29,7 +29,7 @@ from tagretrieval import metric_keys
 from tagretrieval.audio import MelStore
 from tagretrieval.baselines.context import BaselineContext, evaluate_scores, write_split
 from tagretrieval.baselines.taggers import restrict_categories
-from tagretrieval.data.datamodule import SongInputs, default_num_workers, song_loader, to_model_layout
+from tagretrieval.data.datamodule import SongInputs, default_num_workers, song_loader, to_model_layout, worker_options
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import MLPBranch, ShortChunkCNN
 
@@ -140,7 +140,8 @@ class BCECNNBaseline:
         batch_size: crops per training step; crops_per_epoch: crops per epoch (songs drawn without replacement,
             reshuffled after every pass over the train split).
         lr, weight_decay: Adam's.
-        eval_batch_size: songs per evaluation step; num_workers: data-loader workers (None: ``min(8, cores)``).
+        eval_batch_size: songs per evaluation step; num_workers: data-loader workers (None: ``min(8, cores)``),
+            started by ``start_method`` (:func:`~tagretrieval.data.datamodule.worker_context`).
         categories: only the tags of these categories; None: every tag.
 
     Writes ``metrics/test.json`` (+ per-tag CSV and score matrix) of the best checkpoint, and the trainer's
@@ -149,7 +150,8 @@ class BCECNNBaseline:
 
     def __init__(self, *, cnn_channels: Sequence[int], cnn_out_dim: int, hidden_dim: int, dropout: float, n_mels: int,
                  chunk_frames: int, n_eval_chunks: int, batch_size: int, crops_per_epoch: int, lr: float,
-                 weight_decay: float, eval_batch_size: int, num_workers: int | None, categories: Sequence[str] | None) -> None:
+                 weight_decay: float, eval_batch_size: int, num_workers: int | None, categories: Sequence[str] | None,
+                 start_method: str | None = None) -> None:
         if min(chunk_frames, n_eval_chunks, batch_size, crops_per_epoch, eval_batch_size) < 1:
             raise ValueError("chunk_frames, n_eval_chunks, batch_size, crops_per_epoch and eval_batch_size "
                              "must be >= 1")
@@ -159,10 +161,11 @@ class BCECNNBaseline:
         self.batch_size, self.crops_per_epoch = batch_size, crops_per_epoch
         self.eval_batch_size = eval_batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.start_method = start_method
         self.categories = None if categories is None else list(categories)
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+        return DataLoader(dataset, **worker_options(self.num_workers, start_method=self.start_method), **kwargs)
 
     def run(self, context: BaselineContext) -> RetrievalResults:
         if context.make_trainer is None or context.frontend is None:
@@ -176,7 +179,8 @@ class BCECNNBaseline:
                                     sampler=RandomSampler(train, num_samples=self.crops_per_epoch))
         valid_loader, test_loader = (
             song_loader(inputs, dataset.split_indices(split), n_chunks=self.n_eval_chunks,
-                        batch_size=self.eval_batch_size, num_workers=self.num_workers)
+                        batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                        start_method=self.start_method)
             for split in (metric_keys.VALID, metric_keys.TEST))
         module = BCETagger(tags=dataset.tags, categories=dataset.categories, k=context.top_k, **self.network)
         trainer = context.make_trainer()

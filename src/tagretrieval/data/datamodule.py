@@ -4,10 +4,21 @@ Every loader here fetches whole batches: its sampler yields one key per batch (`
 an array of rows for evaluation), the dataset turns a key into a collated batch with one read per crop from the
 packed mel store, and the DataLoader runs with ``batch_size=None``. That removes 128 Python calls and a collate per
 batch. The pair stream's epoch comes from the trainer (see :class:`~tagretrieval.samplers.EpochBatchSampler`).
+
+Loader workers start from a fork server (``loader.start_method: forkserver``, :func:`worker_context`), not by
+forking the training process. A fork copies a process that runs threads (DDP's gloo threads, a previous loader's
+queue threads ending, tqdm's monitor), and on CPython before 3.11.10 a fork taken while another thread creates or
+ends its thread state leaves the child waiting forever on a lock that no thread will release (CPython gh-112275):
+the run hangs at the start of an epoch, every rank waiting for a batch (seen here on 3.11.7, README "Training on
+GPUs"). The fork server is a fresh process that has imported this module and nothing else runs in it; workers fork
+from it in milliseconds, and the songs' labels and vectors reach them through shared memory, once for all workers
+(:meth:`SongInputs.__getstate__`), as a fork would have shared them.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import os
 
 import lightning as L
@@ -21,6 +32,27 @@ from tagretrieval.samplers import EpochBatchSampler, PairSampler, PositiveIndex
 
 MAX_DEFAULT_WORKERS = 8
 """``loader.num_workers: null`` means ``min(8, CPU cores)`` loader processes."""
+
+
+def worker_context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context loader workers start from: ``start_method`` (one of the platform's,
+    ``multiprocessing.get_all_start_methods()``), or None: ``forkserver`` where the platform has it, else ``spawn``.
+    The fork server preloads ``__main__`` and this module (torch, numpy), so each worker forks from a process that
+    has them imported rather than from a bare interpreter; it starts once per process, at the first loader with
+    workers.
+
+    Raises:
+        ValueError: a start method this platform lacks.
+    """
+    available = multiprocessing.get_all_start_methods()
+    if start_method is None:
+        start_method = "forkserver" if "forkserver" in available else "spawn"
+    if start_method not in available:
+        raise ValueError(f"loader.start_method must be one of {available} on this platform, got {start_method!r}")
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload(["__main__", __name__])  # no effect once the server runs
+    return context
 
 
 def default_num_workers() -> int:
@@ -77,6 +109,32 @@ class SongInputs:
         self.chunk_frames = chunk_frames
         # where each row's mel lives: located once, so a batch needs no per-track lookups
         self.locations = mel_store.locate(dataset.track_ids) if mel_store is not None else None
+        self._shared: dict[str, torch.Tensor] = {}
+
+    _PER_SONG_ARRAYS = ("labels", "cf", "features")
+
+    def __getstate__(self) -> dict:
+        """What a loader worker receives: the per-song arrays as tensors in shared memory, made once and handed to
+        every worker by the multiprocessing pickler (a descriptor each, not a copy: MSD500's labels and CF vectors
+        are hundreds of MB per worker otherwise). Pickled to a file, the tensors hold their data as any tensor."""
+        state = dict(self.__dict__)
+        for name in self._PER_SONG_ARRAYS:
+            array = state[name]
+            if array is None:
+                continue
+            if name not in self._shared:
+                shared = torch.from_numpy(np.ascontiguousarray(array)).share_memory_()
+                self._shared[name] = shared
+                setattr(self, name, shared.numpy())  # this process reads the shared copy too
+            state[name] = self._shared[name]
+        state["_shared"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name in self._PER_SONG_ARRAYS:
+            if isinstance(state[name], torch.Tensor):
+                state[name] = state[name].numpy()
+        self.__dict__.update(state)
 
     def batch(self, rows: np.ndarray, *, crop_positions: np.ndarray | None = None, n_crops: int = 1,
               n_chunks: int | None = None) -> dict[str, torch.Tensor]:
@@ -167,14 +225,25 @@ class ShardBatchSampler(Sampler):
         return iter(self.batches)
 
 
+def worker_options(num_workers: int, *, start_method: str | None = None,
+                   prefetch_factor: int | None = None) -> dict:
+    """DataLoader arguments for ``num_workers`` persistent workers started by :func:`worker_context`."""
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if num_workers == 0:
+        return {"num_workers": 0}
+    return {"num_workers": num_workers, "persistent_workers": True, "prefetch_factor": prefetch_factor,
+            "multiprocessing_context": worker_context(start_method)}
+
+
 def song_loader(inputs: SongInputs, rows: np.ndarray, *, n_chunks: int, batch_size: int, rank: int = 0,
                 world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int | None = None) -> DataLoader:
+                prefetch_factor: int | None = None, start_method: str | None = None) -> DataLoader:
     """Batches of whole songs ``rows`` (this rank's shard), in row order within the shard."""
     dataset = SongBatchDataset(inputs, rows, n_chunks=n_chunks)
     sampler = ShardBatchSampler(len(dataset), batch_size=batch_size, rank=rank, world_size=world_size)
-    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers else None)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=pin_memory,
+                      **worker_options(num_workers, start_method=start_method, prefetch_factor=prefetch_factor))
 
 
 def subset_rows(rows: np.ndarray, *, max_songs: int | None, seed: int) -> np.ndarray:
@@ -198,6 +267,7 @@ class TagRetrievalDataModule(L.LightningDataModule):
         n_valid_chunks: chunks per song at validation (fewer is cheaper; model selection only).
         max_valid_songs: validate on a seeded subset of this many valid songs (None: all of them).
         num_workers, pin_memory, prefetch_factor: the DataLoaders' (workers persist across epochs).
+        start_method: how workers start (:func:`worker_context`; None: forkserver).
     """
 
     def __init__(
@@ -217,6 +287,7 @@ class TagRetrievalDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         prefetch_factor: int | None = None,
+        start_method: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -224,8 +295,6 @@ class TagRetrievalDataModule(L.LightningDataModule):
             raise ValueError(f"the model needs CF vectors, but dataset '{dataset.name}' has none ({dataset.root})")
         if use_features and dataset.features is None:
             raise ValueError(f"the model needs song features, but dataset '{dataset.name}' has none ({dataset.root})")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if train_chunks < 1:
             raise ValueError(f"train_chunks must be >= 1, got {train_chunks}")
         self.dataset = dataset
@@ -240,6 +309,8 @@ class TagRetrievalDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
+        self.start_method = start_method
+        worker_options(num_workers, start_method=start_method)  # a wrong start method fails here, not at epoch 0
         self.seed = seed
 
     def _rank(self) -> tuple[int, int]:
@@ -248,7 +319,7 @@ class TagRetrievalDataModule(L.LightningDataModule):
 
     def _loader_options(self) -> dict:
         return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
-                "prefetch_factor": self.prefetch_factor if self.num_workers else None}
+                "prefetch_factor": self.prefetch_factor, "start_method": self.start_method}
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
@@ -258,8 +329,9 @@ class TagRetrievalDataModule(L.LightningDataModule):
         epoch_fn = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
         batches = EpochBatchSampler(self.sampler, index, rank=rank, world_size=world_size, epoch_fn=epoch_fn)
         return DataLoader(PairBatchDataset(self.inputs, train_chunks=self.train_chunks), sampler=batches,
-                          batch_size=None,
-                          persistent_workers=self.num_workers > 0, **self._loader_options())
+                          batch_size=None, pin_memory=self.pin_memory,
+                          **worker_options(self.num_workers, start_method=self.start_method,
+                                           prefetch_factor=self.prefetch_factor))
 
     def songs_dataloader(self, split: str, *, n_chunks: int | None = None,
                          max_songs: int | None = None) -> DataLoader:

@@ -41,8 +41,8 @@ OVERALL = "overall"
 CONFIG = Path(".hydra") / "config.yaml"
 HYDRA = Path(".hydra") / "hydra.yaml"
 _SEED_KEY = "seed"
-_BOOKKEEPING = ("paths", "logger", "progress", "trust_pickles", "checkpoint_trusted", "loader.num_workers", "run_dir",
-                "report")
+_BOOKKEEPING = ("paths", "logger", "progress", "trust_pickles", "checkpoint_trusted", "loader.num_workers",
+                "loader.start_method", "run_dir", "report")
 """Config keys that do not change a run's results: runs differing only in them pool without a note."""
 
 
