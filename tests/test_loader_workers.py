@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
+import time
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from conftest import compose_config, run_main
+from conftest import REPO, compose_config, run_main
 from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.data.datamodule import SongInputs, TagRetrievalDataModule
 from tagretrieval.data.prepared import PreparedDataset
@@ -70,3 +73,33 @@ def test_an_unknown_start_method_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2
     assert "error: loader.start_method='thread': one of fork, spawn, forkserver" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+KILLED_MID_EPOCH = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_loader_workers import datamodule
+
+loader = datamodule(Path({root!r}), Path({tmp!r}), num_workers=2).val_dataloader()
+iterator = iter(loader)
+next(iterator)
+print(*(worker.pid for worker in iterator._workers), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would: no shutdown of the workers
+"""
+
+
+def test_a_training_process_killed_with_sigkill_leaves_no_worker_behind(synthetic_root, tmp_path):
+    """Workers whose parent is the fork server would otherwise run on forever, holding the caller's stdout (a
+    ``subprocess.run`` waiting for it never returns), the fork server and the shared memory."""
+    script = KILLED_MID_EPOCH.format(tests=str(REPO / "tests"), root=str(synthetic_root), tmp=str(tmp_path))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr[-3000:]
+    assert time.monotonic() - started < 110  # the pipes closed: no worker kept them open
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]

@@ -12,10 +12,8 @@ import itertools
 import json
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import shutil
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from tagretrieval.audio.store import (
     differences,
     read_layout_version,
 )
+from tagretrieval.processes import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +108,9 @@ def compute_mel(frontend: MelFrontend, path: str | Path, *, min_seconds: float, 
 _WORKER_STATE: tuple[MelFrontend, float, int, np.dtype] | None = None
 
 
-def _exit_with_parent() -> None:
-    """Exit this worker as soon as its parent process is gone: a parent killed with SIGKILL cannot shut the pool
-    down, and ProcessPoolExecutor workers would otherwise block forever on the call queue (each holding torch)."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _init_worker(frontend: MelFrontend, min_seconds: float, n_mels: int, dtype: str) -> None:
     global _WORKER_STATE
-    _exit_with_parent()
+    exit_with_parent()  # a parent killed with SIGKILL cannot shut the pool down
     torch.set_num_threads(1)  # num_workers processes x 1 thread, not num_workers x n_cores
     _WORKER_STATE = (frontend, min_seconds, n_mels, np.dtype(dtype))
 

@@ -37,6 +37,7 @@ from tagretrieval.baselines.handcrafted import HandcraftedExtractor, feature_nam
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.errors import UserError
 from tagretrieval.files import atomic_savez
+from tagretrieval.processes import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ _WORKER_EXTRACTOR: HandcraftedExtractor | None = None
 
 def _init_worker(extractor: HandcraftedExtractor) -> None:
     global _WORKER_EXTRACTOR
+    exit_with_parent()  # a parent killed with SIGKILL cannot shut the pool down
     threadpool_limits(limits=1)  # for the life of the worker (module doc)
     extractor.warm_up()  # numba compiles here, once per worker
     _WORKER_EXTRACTOR = extractor

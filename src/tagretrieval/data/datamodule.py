@@ -24,10 +24,11 @@ import os
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from tagretrieval.audio import MelStore
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.processes import exit_with_parent
 from tagretrieval.samplers import EpochBatchSampler, PairSampler, PositiveIndex
 
 MAX_DEFAULT_WORKERS = 8
@@ -143,6 +144,10 @@ class SongInputs:
         each, ``mel [B, n_crops, chunk_frames, n_mels]``, see :func:`training_crop_positions`), or ``n_chunks``
         evaluation chunks each, ``mel [B, n_chunks, chunk_frames, n_mels]``; mels in the store's layout and dtype:
         pass them through :func:`to_model_layout` before a model."""
+        if get_worker_info() is not None:
+            # a worker started by the fork server has it as its parent, so torch's watchdog (which checks the
+            # parent pid) would not see a training process killed with SIGKILL: watch the training process itself
+            exit_with_parent()  # once per worker; tagretrieval.processes
         rows = np.asarray(rows, dtype=np.int64)
         out = {"row": torch.from_numpy(rows.copy()),
                "labels": torch.from_numpy(np.asarray(self.labels[rows], dtype=np.float32))}
