@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from tagretrieval import metric_keys
 from tagretrieval.audio import MelFrontend
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.errors import ConfigError, DataError
 from tagretrieval.inference import (
     ExactIndex,
     FaissFlatIndex,
@@ -169,6 +170,16 @@ def test_zero_shot_query_with_word_vectors(tmp_path, smoke_overrides, acoustic_w
         moved.embed_queries(["violin"])
     with pytest.raises(UnknownQueryError, match=r"'xylophone'.*word vectors \(Word2VecFile"):
         Searcher.from_checkpoint(best_checkpoint(acoustic_w2v_run)).embed_queries(["xylophone"])
+    # word vectors of another size (another file than the training one): a user's mistake, said as one
+    other = tmp_path / "other.txt"
+    other.write_text("1 3\nviolin 0.1 0.2 0.3\n")
+    with pytest.raises(DataError, match=r"other.txt holds 3-d vectors, tag_encoder.dim is 16"):
+        Searcher.from_checkpoint(best_checkpoint(acoustic_w2v_run), word_vectors=other).embed_queries(["violin"])
+
+
+def test_word_vectors_for_a_checkpoint_whose_tags_are_not_word_vectors_are_refused(trained_run, tmp_path):
+    with pytest.raises(ConfigError, match="reads no word-vector file"):
+        Searcher.from_checkpoint(best_checkpoint(trained_run), word_vectors=tmp_path / "vectors.txt")
 
 
 @requires_faiss

@@ -24,7 +24,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from tagretrieval.errors import UserError
+from tagretrieval.errors import DataError, UserError
 
 
 class UnknownQueryError(UserError, ValueError):
@@ -88,8 +88,8 @@ class QueryVocabulary:
             return None
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (self.word_dim,):
-            raise ValueError(f"the word vector of {text!r} has shape {vector.shape}, the model takes "
-                             f"[{self.word_dim}]: not the word vectors this checkpoint was trained with")
+            raise DataError(f"the word vector of {text!r} has shape {vector.shape}, the model takes "
+                            f"[{self.word_dim}]: not the word vectors this checkpoint was trained with")
         return vector
 
     def _piece(self, text: str, *, single_word: bool) -> np.ndarray | None:

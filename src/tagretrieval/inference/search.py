@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from tagretrieval.audio import MelFrontend, MelStore, mel_from_file
 from tagretrieval.data.datamodule import SongInputs, song_loader, to_model_layout
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.errors import ConfigError
 from tagretrieval.inference.index import ExactIndex, Index, normalize_rows
 from tagretrieval.inference.queries import QueryVocabulary, encoder_name
 from tagretrieval.models import TagRetrievalModel, build_from_spec, resolve_target
@@ -52,7 +53,7 @@ def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None =
     encoder_class = None if spec is None else resolve_target(spec["_target_"])
     if encoder_class is None or not callable(getattr(encoder_class, "lookup", None)):
         if word_vectors is not None:
-            raise ValueError(f"word_vectors={word_vectors} given, but the checkpoint's tag encoder "
+            raise ConfigError(f"word_vectors={word_vectors} given, but the checkpoint's tag encoder "
                              f"({None if spec is None else spec['_target_']}) reads no word-vector file: its tag "
                              "vectors are in another space, so other word vectors cannot be queried")
         return None
