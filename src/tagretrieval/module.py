@@ -205,22 +205,23 @@ class TagRetrievalModule(L.LightningModule):
         songs = self._embed_training_songs(batch)
         # every song against every tag (the pair's tag only chose the song), or the pairs' anchor tags
         anchors = self.model.embed_tags(self.tag_vectors if self.loss.over_vocabulary else self.tag_vectors[tag])
-        positive = batch["labels"][:, tag].T.bool()           # [anchor i, song j]: song j carries tag i
         # the loss in float32 whatever the precision of the branches (bf16/fp16 cosines lose the margin's scale)
         with torch.autocast(device_type=self.device.type, enabled=False):
             anchors, songs = anchors.float(), songs.float()
             if self.loss.over_vocabulary:
                 loss = self.loss(anchors, songs, batch["labels"].float())
-            elif self.loss.needs_negatives:
-                index, valid = choose_negatives(
-                    anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
-                    mode=self.hparams["negatives"], generator=self._step_generator(0),
-                )
-                loss = self.loss(anchors, songs, songs[index], valid)
-                count = valid.sum()
-                self._valid_triplets = count if self._valid_triplets is None else self._valid_triplets + count
             else:
-                loss = self.loss(anchors, songs, positive)
+                positive = batch["labels"][:, tag].T.bool()  # [anchor i, song j]: song j carries tag i
+                if self.loss.needs_negatives:
+                    index, valid = choose_negatives(
+                        anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
+                        mode=self.hparams["negatives"], generator=self._step_generator(0),
+                    )
+                    loss = self.loss(anchors, songs, songs[index], valid)
+                    count = valid.sum()
+                    self._valid_triplets = count if self._valid_triplets is None else self._valid_triplets + count
+                else:
+                    loss = self.loss(anchors, songs, positive)
         # no host sync per step: the step value is not on the progress bar (reading it there would wait for the GPU);
         # the epoch mean is averaged over all DDP ranks (sync_dist) once, at the epoch's end
         self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, on_step=True, on_epoch=True,
