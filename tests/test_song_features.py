@@ -42,6 +42,31 @@ def test_fused_model_gates_audio_and_features_and_rebuilds_from_its_spec():
         model.embed_songs(mel=mel, features=torch.randn(3, 5))
 
 
+def test_fused_model_pools_its_chunks_as_configured_and_an_old_mean_checkpoint_still_loads():
+    torch.manual_seed(0)
+    model = FusedModel(**SMALL, pooling="attention").eval()
+    assert model.spec()["pooling"] == "attention"
+    # chunks that differ (louder along the song): white noise of one level looks the same in every chunk
+    mel, features = torch.randn(2, 128, 600) * torch.linspace(0.1, 5.0, 600), torch.randn(2, 11)
+    with torch.no_grad():
+        as_mean = model.embed_songs(mel=mel, features=features)
+        mean_model = FusedModel(**SMALL).eval()
+        mean_model.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("chunk_pooling.")})
+        # attention starts with uniform weights: the mean, up to the rounding of a weighted sum against a mean
+        torch.testing.assert_close(as_mean, mean_model.embed_songs(mel=mel, features=features), rtol=0, atol=1e-5)
+        torch.nn.init.normal_(model.chunk_pooling.score[2].weight)
+        weighted = model.embed_songs(mel=mel, features=features)
+        assert not torch.allclose(weighted, as_mean, atol=1e-4)
+        rebuilt = build_from_spec(json.loads(json.dumps(model.spec()))).eval()
+        rebuilt.load_state_dict(model.state_dict())
+        torch.testing.assert_close(rebuilt.embed_songs(mel=mel, features=features), weighted, rtol=0, atol=0)
+    # a checkpoint of the mean-only model (its spec has no pooling) rebuilds as the mean, weights and all
+    old_spec = {k: v for k, v in FusedModel(**SMALL).spec().items() if k != "pooling"}
+    old = build_from_spec(old_spec).eval()
+    assert old.chunk_pooling.mode == "mean"
+    old.load_state_dict(FusedModel(**SMALL).state_dict(), strict=True)
+
+
 def test_features_from_the_audio_of_any_dataset_train_model_features_and_are_reused(tmp_path, smoke_overrides,
                                                                                      synthetic_root):
     prepared = tmp_path / "prepared"

@@ -8,8 +8,8 @@ over every bar), while the CNN carries the timbre and texture that the summaries
 
 Song branch, whose two parts are the song branches of ``model=acoustic`` and ``model=features``:
 
-1. audio: ``cnn`` -> ``embedding_dim`` per chunk, averaged over the evaluation chunks
-   (:class:`~tagretrieval.models.AcousticModel`'s branch);
+1. audio: ``cnn`` -> ``embedding_dim`` per chunk, pooled over a song's chunks by ``chunk_pooling`` (``mean`` by
+   default; :class:`~tagretrieval.models.AcousticModel`'s branch);
 2. features: ``input_norm`` (``BatchNorm1d`` without affine parameters: standardisation by running statistics, see
    :mod:`tagretrieval.models.features`) -> ``feature_branch`` MLP -> ``embedding_dim``
    (:class:`~tagretrieval.models.features.FeaturesModel`'s branch);
@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from tagretrieval.models.branches import PAPER_CNN_CHANNELS, GatedFusion, MLPBranch, ShortChunkCNN
+from tagretrieval.models.branches import PAPER_CNN_CHANNELS, ChunkPooling, GatedFusion, MLPBranch, ShortChunkCNN
 from tagretrieval.models.retrieval import TagRetrievalModel, _check_positive, cut_eval_chunks
 
 __all__ = ["FusedModel"]
@@ -43,6 +43,8 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
         initial_audio_weight: the gate's audio weight at initialisation, in (0, 1) (its bias is set to the logit):
             below 0.5 the features, which a small MLP learns in a few epochs, carry the fused embedding while the CNN
             is still learning; the gate then moves each dimension to whichever modality serves it.
+        pooling: how a song's CNN chunk embeddings become one, as in ``model=acoustic``: ``mean``, ``attention`` or
+            ``transformer`` (:class:`~tagretrieval.models.branches.ChunkPooling`).
     """
 
     uses_audio: ClassVar[bool] = True
@@ -64,12 +66,14 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
         standardize: bool = True,
         modality_dropout: float = 0.25,
         initial_audio_weight: float = 0.5,
+        pooling: str = "mean",
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
         _check_positive(n_features=n_features)
         self.n_features = n_features
         self.cnn = ShortChunkCNN(n_mels=n_mels, channels=cnn_channels, out_dim=embedding_dim)
         self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
+        self.chunk_pooling = ChunkPooling(mode=pooling, dim=embedding_dim)
         self.input_norm = nn.BatchNorm1d(n_features, affine=False) if standardize else nn.Identity()
         self.feature_branch = MLPBranch(in_dim=n_features, hidden_dim=hidden_dim, out_dim=embedding_dim,
                                         dropout=dropout)
@@ -87,7 +91,7 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
             raise ValueError(f"features must be [batch, {self.n_features}], got {list(features.shape)}")
         if features.shape[0] != mel_chunks.shape[0]:
             raise ValueError(f"mel batch {mel_chunks.shape[0]} != features batch {features.shape[0]}")
-        audio = self._chunk_mean(mel_chunks, self.cnn)
+        audio = self._pool_chunks(mel_chunks, self.cnn)
         return audio, self.feature_branch(self.input_norm(features.float()))
 
     def embed_songs(self, mel: Tensor | None = None, cf: Tensor | None = None,

@@ -159,13 +159,6 @@ class TagRetrievalModel(SpecMixin, nn.Module):
         if self.uses_audio and self.uses_cf and mel_chunks.shape[0] != cf.shape[0]:  # type: ignore[union-attr]
             raise ValueError(f"mel batch {mel_chunks.shape[0]} != cf batch {cf.shape[0]}")  # type: ignore[union-attr]
 
-    @staticmethod
-    def _chunk_mean(mel_chunks: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
-        """Run ``embed`` on all chunks as one batch: ``[B, C, F, T] -> mean over C of [B, C, D] -> [B, D]``."""
-        batch, n_chunks, n_mels, n_frames = mel_chunks.shape
-        out = embed(mel_chunks.reshape(batch * n_chunks, n_mels, n_frames))
-        return out.reshape(batch, n_chunks, -1).mean(dim=1)
-
     def _pool_chunks(self, mel_chunks: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
         """Run ``embed`` on all chunks as one batch and pool them with ``self.chunk_pooling``
         (:class:`~tagretrieval.models.branches.ChunkPooling`): ``[B, C, F, T] -> [B, C, D] -> [B, D]``. Training
