@@ -82,8 +82,7 @@ from pathlib import Path
 from test_loader_workers import datamodule
 
 loader = datamodule(Path({root!r}), Path({tmp!r}), num_workers=2).val_dataloader()
-iterator = iter(loader)
-next(iterator)
+iterator = iter(loader)  # workers started; whether they have read a batch yet is theirs to decide
 print(*(worker.pid for worker in iterator._workers), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would: no shutdown of the workers
 """

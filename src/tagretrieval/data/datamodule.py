@@ -24,7 +24,8 @@ import os
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tagretrieval.audio import MelStore
 from tagretrieval.data.prepared import PreparedDataset
@@ -144,10 +145,6 @@ class SongInputs:
         each, ``mel [B, n_crops, chunk_frames, n_mels]``, see :func:`training_crop_positions`), or ``n_chunks``
         evaluation chunks each, ``mel [B, n_chunks, chunk_frames, n_mels]``; mels in the store's layout and dtype:
         pass them through :func:`to_model_layout` before a model."""
-        if get_worker_info() is not None:
-            # a worker started by the fork server has it as its parent, so torch's watchdog (which checks the
-            # parent pid) would not see a training process killed with SIGKILL: watch the training process itself
-            exit_with_parent()  # once per worker; tagretrieval.processes
         rows = np.asarray(rows, dtype=np.int64)
         out = {"row": torch.from_numpy(rows.copy()),
                "labels": torch.from_numpy(np.asarray(self.labels[rows], dtype=np.float32))}
@@ -230,15 +227,37 @@ class ShardBatchSampler(Sampler):
         return iter(self.batches)
 
 
-def worker_options(num_workers: int, *, start_method: str | None = None,
-                   prefetch_factor: int | None = None) -> dict:
-    """DataLoader arguments for ``num_workers`` persistent workers started by :func:`worker_context`."""
+class WorkerStart:
+    """``worker_init_fn`` of every loader here: first the watch that ends the worker with the training process
+    (:func:`tagretrieval.processes.exit_with_parent`: a worker of the fork server is the fork server's child, so
+    torch's watchdog, which checks the parent pid, does not see a training process killed with SIGKILL), then
+    Lightning's seeding of the worker under ``seed_everything(workers=True)``, which Lightning adds by itself only to
+    a loader without a ``worker_init_fn``.
+
+    Args:
+        rank: the global rank of the process that owns the loader (what Lightning passes to its seeding).
+    """
+
+    def __init__(self, *, rank: int = 0) -> None:
+        self.rank = rank
+        self.seed_workers = bool(int(os.environ.get("PL_SEED_WORKERS", "0")))  # read where Lightning reads it
+
+    def __call__(self, worker_id: int) -> None:
+        exit_with_parent()
+        if self.seed_workers:
+            pl_worker_init_function(worker_id, rank=self.rank)
+
+
+def worker_options(num_workers: int, *, start_method: str | None = None, prefetch_factor: int | None = None,
+                   rank: int = 0) -> dict:
+    """DataLoader arguments for ``num_workers`` persistent workers started by :func:`worker_context` and
+    initialised by :class:`WorkerStart` (``rank``: the owning process's global rank)."""
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     if num_workers == 0:
         return {"num_workers": 0}
     return {"num_workers": num_workers, "persistent_workers": True, "prefetch_factor": prefetch_factor,
-            "multiprocessing_context": worker_context(start_method)}
+            "multiprocessing_context": worker_context(start_method), "worker_init_fn": WorkerStart(rank=rank)}
 
 
 def song_loader(inputs: SongInputs, rows: np.ndarray, *, n_chunks: int, batch_size: int, rank: int = 0,
@@ -248,7 +267,8 @@ def song_loader(inputs: SongInputs, rows: np.ndarray, *, n_chunks: int, batch_si
     dataset = SongBatchDataset(inputs, rows, n_chunks=n_chunks)
     sampler = ShardBatchSampler(len(dataset), batch_size=batch_size, rank=rank, world_size=world_size)
     return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=pin_memory,
-                      **worker_options(num_workers, start_method=start_method, prefetch_factor=prefetch_factor))
+                      **worker_options(num_workers, start_method=start_method, prefetch_factor=prefetch_factor,
+                                       rank=rank))
 
 
 def subset_rows(rows: np.ndarray, *, max_songs: int | None, seed: int) -> np.ndarray:
@@ -336,7 +356,7 @@ class TagRetrievalDataModule(L.LightningDataModule):
         return DataLoader(PairBatchDataset(self.inputs, train_chunks=self.train_chunks), sampler=batches,
                           batch_size=None, pin_memory=self.pin_memory,
                           **worker_options(self.num_workers, start_method=self.start_method,
-                                           prefetch_factor=self.prefetch_factor))
+                                           prefetch_factor=self.prefetch_factor, rank=rank))
 
     def songs_dataloader(self, split: str, *, n_chunks: int | None = None,
                          max_songs: int | None = None) -> DataLoader:
