@@ -10,7 +10,6 @@ traceback, and so does everything with ``HYDRA_FULL_ERROR=1`` or a ``debug=`` op
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tagretrieval.errors import ConfigError, MissingFileError, UserError
+from tagretrieval.processes import resolve_start_method
 
 # mode -> "module:function"; each function takes (cfg, output_dir). Imported lazily: a mode's dependencies
 # are only needed when it runs.
@@ -65,10 +65,7 @@ def check(cfg: DictConfig) -> None:
         raise MissingFileError(f"checkpoint not found: ckpt_path={cfg.ckpt_path}")
     if cfg.mode == "report" and not Path(cfg.run_dir).is_dir():
         raise MissingFileError(f"run folder not found: run_dir={cfg.run_dir}")
-    start_method = cfg.get("loader", {}).get("start_method")
-    if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
-        raise ConfigError(f"loader.start_method={start_method!r}: one of "
-                          f"{', '.join(multiprocessing.get_all_start_methods())} on this platform, or null")
+    resolve_start_method(cfg.get("loader", {}).get("start_method"))
 
 
 def missing_values(node, prefix: str = "") -> list[str]:

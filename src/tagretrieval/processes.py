@@ -1,4 +1,5 @@
-"""Worker processes that never outlive the process that started them.
+"""Worker processes: how they start (:func:`resolve_start_method`), and that they never outlive the process that
+started them (:func:`exit_with_parent`). Imports nothing heavy (``main.py``'s preflight uses it before torch).
 
 A process killed with SIGKILL (the OOM killer, ``scancel`` after its grace period, a test) cannot stop its workers.
 Workers forked from it notice through their parent pid, but those started by a fork server have the fork server as
@@ -14,7 +15,26 @@ import multiprocessing.connection
 import os
 import threading
 
+from tagretrieval.errors import ConfigError
+
 _watching = False
+
+
+def resolve_start_method(start_method: str | None) -> str:
+    """The start method of loader workers (``loader.start_method``): ``start_method`` if this platform has it
+    (``multiprocessing.get_all_start_methods()``), or for None ``forkserver`` where the platform has it, else
+    ``spawn`` (why: :mod:`tagretrieval.data.datamodule`).
+
+    Raises:
+        ConfigError: a start method this platform lacks.
+    """
+    available = multiprocessing.get_all_start_methods()
+    if start_method is None:
+        return "forkserver" if "forkserver" in available else "spawn"
+    if start_method not in available:
+        raise ConfigError(f"loader.start_method={start_method!r}: one of {', '.join(available)} on this platform, "
+                          "or null")
+    return start_method
 
 
 def exit_with_parent() -> None:

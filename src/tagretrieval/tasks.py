@@ -34,11 +34,11 @@ from tagretrieval.errors import ConfigError, DataError
 from tagretrieval.evaluation import RetrievalResults, write_results
 from tagretrieval.evaluation.results import small_split_note
 from tagretrieval.evaluation.unseen import check_unseen_vectors, choose_unseen_tags
+from tagretrieval.launch import n_training_processes
 from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.choice import auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.module import TagRetrievalModule
-from tagretrieval.launch import n_training_processes
 from tagretrieval.recipe import CROPS_PER_SONG, auto_cnn_channels, auto_pairs_per_epoch, recipe_block
 from tagretrieval.reports.run_report import scores_path
 from tagretrieval.reports.scores import ScoreMatrix

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tagretrieval.audio import MelStore
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.processes import exit_with_parent
+from tagretrieval.processes import exit_with_parent, resolve_start_method
 from tagretrieval.samplers import EpochBatchSampler, PairSampler, PositiveIndex
 
 MAX_DEFAULT_WORKERS = 8
@@ -37,20 +37,15 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def worker_context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context loader workers start from: ``start_method`` (one of the platform's,
-    ``multiprocessing.get_all_start_methods()``), or None: ``forkserver`` where the platform has it, else ``spawn``.
-    The fork server preloads ``__main__`` and this module (torch, numpy), so each worker forks from a process that
-    has them imported rather than from a bare interpreter; it starts once per process, at the first loader with
-    workers.
+    """The multiprocessing context loader workers start from (:func:`tagretrieval.processes.resolve_start_method`:
+    ``start_method``, or for None ``forkserver`` where the platform has it, else ``spawn``). The fork server
+    preloads ``__main__`` and this module (torch, numpy), so each worker forks from a process that has them imported
+    rather than from a bare interpreter; it starts once per process, at the first loader with workers.
 
     Raises:
-        ValueError: a start method this platform lacks.
+        ConfigError: a start method this platform lacks.
     """
-    available = multiprocessing.get_all_start_methods()
-    if start_method is None:
-        start_method = "forkserver" if "forkserver" in available else "spawn"
-    if start_method not in available:
-        raise ValueError(f"loader.start_method must be one of {available} on this platform, got {start_method!r}")
+    start_method = resolve_start_method(start_method)
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         context.set_forkserver_preload(["__main__", __name__])  # no effect once the server runs

@@ -54,8 +54,8 @@ def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None =
     if encoder_class is None or not callable(getattr(encoder_class, "lookup", None)):
         if word_vectors is not None:
             raise ConfigError(f"word_vectors={word_vectors} given, but the checkpoint's tag encoder "
-                             f"({None if spec is None else spec['_target_']}) reads no word-vector file: its tag "
-                             "vectors are in another space, so other word vectors cannot be queried")
+                              f"({None if spec is None else spec['_target_']}) reads no word-vector file: its tag "
+                              "vectors are in another space, so other word vectors cannot be queried")
         return None
     spec = {key: value for key, value in spec.items() if key != "trust_pickle"}
     if "trust_pickle" in inspect.signature(encoder_class).parameters:
