@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,6 +109,13 @@ def test_fused_trains_on_audio_and_computed_features_and_skips_tracks_without_au
     found = run_task(["mode=retrieve", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "query=piano",
                       "progress=false"], tmp_path / "retrieve")
     assert len(found["piano"]) == 10 and track_id not in {hit["track_id"] for hit in found["piano"]}
+
+    # fused pools its chunks as chunk_pooling says, also trained on two crops per song in bf16 (features reused)
+    run_task([*overrides, "chunk_pooling=attention", "train_chunks=2", "trainer.precision=bf16-mixed"],
+             tmp_path / "attention")
+    module = load_module(tmp_path / "attention" / "checkpoints" / "best.ckpt")
+    assert module.hparams["model"]["pooling"] == "attention"
+    assert np.isfinite(list(read_metrics(tmp_path / "attention")["macro"].values())).all()
 
     # too many tracks without features: an error naming the threshold, after the report is written
     with pytest.raises(DataError, match="max_skipped_fraction=0.0"):
