@@ -1,6 +1,6 @@
 """`python main.py [mode=train|test|prepare|retrieve|tag|export|report|baseline] [group=option ...]` (see README).
 
-A mistake of the user's (tagretrieval.errors.UserError) prints one `error: ...` line and exits with status 2; its
+A mistake of the user's (tagretrieval.runtime.errors.UserError) prints one `error: ...` line and exits with status 2; its
 traceback only with HYDRA_FULL_ERROR=1 or debug=default. Any other exception keeps its traceback.
 """
 
@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from tagretrieval import launch, preflight
+from tagretrieval.runtime import launch, preflight
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

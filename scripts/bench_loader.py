@@ -111,7 +111,7 @@ def loader_for(layout: str, root: Path, dataset, *, n_batches: int, num_workers:
                pin_memory: bool = False) -> DataLoader:
     from tagretrieval.audio import LegacyMelCache, MelStore
     from tagretrieval.data.datamodule import TagRetrievalDataModule, worker_options
-    from tagretrieval.samplers import BalancedPairSampler, EpochBatchSampler, PositiveIndex
+    from tagretrieval.data.samplers import BalancedPairSampler, EpochBatchSampler, PositiveIndex
 
     sampler = BalancedPairSampler(batch_size=BATCH, pairs_per_epoch=BATCH * n_batches, seed=0)
     if layout == "store":
@@ -231,10 +231,10 @@ def bench_loader(*, n_tracks: int = 20_000, seconds: float = 30.0, n_batches: in
 def bench_train_throughput(*, steps: int | None = None, n_tracks: int = 2000, workdir: str | Path | None = None,
                            compile_options: tuple[bool, ...] = (False, True)) -> dict:
     from tagretrieval.data.datamodule import default_num_workers
-    from tagretrieval.losses import TripletLoss
+    from tagretrieval.training.losses import TripletLoss
     from tagretrieval.models import AcousticModel
     from tagretrieval.models.branches import PAPER_CNN_CHANNELS
-    from tagretrieval.module import TagRetrievalModule
+    from tagretrieval.training.module import TagRetrievalModule
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")

@@ -46,7 +46,7 @@ def best_seconds(fn: Callable[[], object], *, repeats: int) -> float:
 def bench_eval_metrics(*, n_tags: int = 100, n_songs: int = 20_000) -> dict:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from tagretrieval import metric_keys
+    from tagretrieval.evaluation import metric_keys
     from tagretrieval.evaluation.metrics import per_tag_metrics
 
     rng = np.random.default_rng(0)
@@ -71,7 +71,7 @@ def bench_eval_metrics(*, n_tags: int = 100, n_songs: int = 20_000) -> dict:
 
 
 def bench_sampler(*, batch_sizes=(128, 1024), n_songs: int = 20_000, n_tags: int = 100, dim: int = 256) -> dict:
-    from tagretrieval.samplers import BalancedWeightedPairSampler, PositiveIndex, choose_negatives
+    from tagretrieval.data.samplers import BalancedWeightedPairSampler, PositiveIndex, choose_negatives
 
     rng = np.random.default_rng(0)
     labels = (rng.random((n_songs, n_tags)) < 0.03).astype(np.uint8)
@@ -112,7 +112,7 @@ def bench_sampler(*, batch_sizes=(128, 1024), n_songs: int = 20_000, n_tags: int
 
 
 def bench_train_step(*, batch_size: int = 128, steps: int = 3) -> dict:
-    from tagretrieval.losses import TripletLoss
+    from tagretrieval.training.losses import TripletLoss
     from tagretrieval.models import AcousticModel
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

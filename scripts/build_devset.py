@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from tagretrieval.files import atomic_write, atomic_write_json, atomic_write_text
+from tagretrieval.runtime.files import atomic_write, atomic_write_json, atomic_write_text
 
 BUILDER_VERSION = 1
 SAMPLE_RATE_HZ = 22_050

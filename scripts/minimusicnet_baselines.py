@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 
 from tagretrieval.data.minimusicnet import micro_average_precision, read_split
-from tagretrieval.pitch_encoder import N_MIDI_NOTES, name_to_midi
+from tagretrieval.tags.pitch import N_MIDI_NOTES, name_to_midi
 
 BLOCK_CLIPS = 8192
 NO_TAG_SCORE = -2.0
@@ -97,9 +97,9 @@ def checkpoint_scores(checkpoint: str | Path, prepared_dir: str | Path, *, split
     """
     import torch
 
-    from tagretrieval.checkpoints import load_module
+    from tagretrieval.training.checkpoints import load_module
     from tagretrieval.data.prepared import PreparedDataset
-    from tagretrieval.module import scores_matrix
+    from tagretrieval.training.module import scores_matrix
 
     module = load_module(checkpoint)
     dataset = PreparedDataset.load(prepared_dir)

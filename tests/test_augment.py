@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tagretrieval.augment import MelAugment
+from tagretrieval.training.augment import MelAugment
 
 
 def generator(seed: int = 0) -> torch.Generator:

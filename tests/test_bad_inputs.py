@@ -17,7 +17,7 @@ import torch
 from conftest import run_main, run_task
 
 from tagretrieval.data.prepared import MANIFEST, PreparedDataset
-from tagretrieval.errors import ConfigError, DataError, UserError
+from tagretrieval.runtime.errors import ConfigError, DataError, UserError
 from tagretrieval.inference.queries import UnknownQueryError
 
 QUICK = ["experiment=smoke", "trainer.max_epochs=1", "progress=false", "logger=none"]

@@ -15,7 +15,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.audio import load_audio
 from tagretrieval.baselines.analysis import (
     components_for,
@@ -24,11 +24,11 @@ from tagretrieval.baselines.analysis import (
     knn_majority_vote,
 )
 from tagretrieval.baselines.context import BaselineContext
-from tagretrieval.baselines.feature_cache import (
+from tagretrieval.data.feature_cache import (
     FeatureCacheMismatchError,
     handcrafted_features,
 )
-from tagretrieval.baselines.handcrafted import HandcraftedExtractor, feature_names
+from tagretrieval.audio.handcrafted import HandcraftedExtractor, feature_names
 from tagretrieval.baselines.probe import ProbeBaseline
 from tagretrieval.baselines.sources import PreparedFeaturesSource
 from tagretrieval.baselines.topics import lda_topics, lsi_topics

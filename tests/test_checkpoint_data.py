@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from conftest import TINY_SYNTHETIC, read_metrics, run_main, run_task
 
-from tagretrieval.errors import ConfigError, UserError
+from tagretrieval.runtime.errors import ConfigError, UserError
 
 # the training run's own front end and chunk length: without them the checkpoint's mels would not match
 TRAINING = ["audio.fmax_hz=8000.0", "chunk_frames=150"]

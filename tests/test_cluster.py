@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_SYNTHETIC, read_metrics, run_task
-from tagretrieval import launch
+from tagretrieval.runtime import launch
 from test_concurrent_prepare import decode_counting_env, decodes
 
 CPU_DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]

@@ -20,7 +20,7 @@ import soundfile as sf
 from conftest import REPO, run_task
 from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.data.folder import FolderImporter
-from tagretrieval.data.lock import exclusive, lock_path_for
+from tagretrieval.runtime.lock import exclusive, lock_path_for
 from tagretrieval.data.prepared import PreparedDataError, PreparedDataset
 from tagretrieval.data.report import TooManySkippedError
 
@@ -88,7 +88,7 @@ def test_the_lock_makes_a_second_process_wait_and_names_the_holder(tmp_path, cap
     holder = subprocess.Popen(  # holds the lock until it reads a line
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys
-            from tagretrieval.data.lock import exclusive
+            from tagretrieval.runtime.lock import exclusive
             with exclusive({str(lock)!r}, purpose="import of test"):
                 print("locked", flush=True)
                 sys.stdin.readline()
@@ -96,7 +96,7 @@ def test_the_lock_makes_a_second_process_wait_and_names_the_holder(tmp_path, cap
     outcome = []
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with caplog.at_level("INFO", logger="tagretrieval.data.lock"):
+        with caplog.at_level("INFO", logger="tagretrieval.runtime.lock"):
             def wait_for_the_lock():
                 with exclusive(lock, purpose="import of test") as locked:
                     outcome.append(locked)

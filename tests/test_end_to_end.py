@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import tagretrieval
-from tagretrieval import metric_keys
-from tagretrieval.module import TagRetrievalModule
+from tagretrieval.evaluation import metric_keys
+from tagretrieval.training.module import TagRetrievalModule
 
 from conftest import read_metrics, run_main, run_task
 

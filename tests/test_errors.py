@@ -11,9 +11,9 @@ import yaml
 from conftest import CONF, REPO, compose_config, read_metrics, run_main, run_task
 from hydra.errors import InstantiationException
 
-from tagretrieval import preflight
+from tagretrieval.runtime import preflight
 from tagretrieval.data.inputs import AUDIO, CF, FEATURES
-from tagretrieval.errors import ConfigError, DataError, UserError
+from tagretrieval.runtime.errors import ConfigError, DataError, UserError
 from tagretrieval.models.choice import MODELS, auto_model
 
 

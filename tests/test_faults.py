@@ -13,7 +13,7 @@ import soundfile as sf
 
 from tagretrieval.audio import MelFrontend, MelStore, cache_params, prepare_mels
 from tagretrieval.audio.store import MelStoreWriter
-from tagretrieval.files import FileWriteError
+from tagretrieval.runtime.files import FileWriteError
 
 from conftest import read_metrics, run_main, run_task
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 
 from conftest import CONF, TINY_SYNTHETIC, read_metrics, run_main
 
@@ -154,7 +154,7 @@ def test_neptune_writes_each_run_into_its_own_folder(tmp_path, monkeypatch):
     """Two loggers of one process (two jobs of a sweep) write into their own data folders: the first job's folder is
     not kept for the next, and the environment is left as it was."""
     pytest.importorskip("neptune", reason="pip install -e \".[trackers]\"")
-    from tagretrieval.loggers import NeptuneClientLogger
+    from tagretrieval.runtime.loggers import NeptuneClientLogger
 
     monkeypatch.delenv("NEPTUNE_DATA_DIRECTORY", raising=False)
     for job in ("0", "1"):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tagretrieval.losses import InfoNCELoss, MultiLabelLoss, TripletLoss
+from tagretrieval.training.losses import InfoNCELoss, MultiLabelLoss, TripletLoss
 from tagretrieval.models import build_from_spec
 
 
@@ -108,7 +108,7 @@ def test_losses_declare_negatives_and_rebuild_from_spec():
     assert TripletLoss.needs_negatives and not InfoNCELoss.needs_negatives
     triplet = build_from_spec(TripletLoss(margin=0.3).spec())
     assert isinstance(triplet, TripletLoss) and triplet.margin == 0.3
-    assert InfoNCELoss(temperature=0.07).spec() == {"_target_": "tagretrieval.losses.InfoNCELoss", "temperature": 0.07}
+    assert InfoNCELoss(temperature=0.07).spec() == {"_target_": "tagretrieval.training.losses.InfoNCELoss", "temperature": 0.07}
 
 
 def test_losses_give_gradients():

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tagretrieval.evaluation import average_precision, per_tag_metrics, precision_at_k, roc_auc
-from tagretrieval.metric_keys import PR_AUC, ROC_AUC, metrics, p_at
+from tagretrieval.evaluation.metric_keys import PR_AUC, ROC_AUC, metrics, p_at
 
 
 # naive oracles, one tag at a time

@@ -24,7 +24,7 @@ from tagretrieval.data.msd500_release import RestrictedUnpickler, UnsafePickleEr
 from tagretrieval.data.msd500_specs import adopt_spectrograms, spec_path
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.report import PrepareReport
-from tagretrieval.prepared_vectors import PreparedVectors
+from tagretrieval.tags.prepared import PreparedVectors
 
 TAGS = ["80s", "acoustic", "happy", "hip hop", "jazz", "party", "rock", "spanish"]  # sorted, as tags.npy
 CATEGORIES = {"80s": "decade", "acoustic": "instrument", "happy": "mood/character", "hip hop": "genre",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 
 from conftest import read_metrics, requires_gpu, run_main, run_task
 from test_fma import fma_root  # noqa: F401  (a fixture: a miniature FMA with precomputed features)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from tagretrieval.recipe import (CPU_CNN_CHANNELS, CROPS_PER_SONG, GPU_CNN_CHANNELS, MAX_CROPS_PER_EPOCH,
+from tagretrieval.training.recipe import (CPU_CNN_CHANNELS, CROPS_PER_SONG, GPU_CNN_CHANNELS, MAX_CROPS_PER_EPOCH,
                                  MIN_CROPS_PER_EPOCH, auto_cnn_channels, auto_pairs_per_epoch)
 from tagretrieval.data.datamodule import training_crop_positions
-from tagretrieval.schedules import warmup_factor
+from tagretrieval.training.schedules import warmup_factor
 
 from conftest import read_metrics, run_task
 

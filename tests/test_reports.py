@@ -16,7 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.metric_keys import PR_AUC, ROC_AUC, metrics, p_at
+from tagretrieval.evaluation.metric_keys import PR_AUC, ROC_AUC, metrics, p_at
 from tagretrieval.reports.compare import Run, compare_runs, find_runs
 from tagretrieval.reports.compare import main as compare_main
 from tagretrieval.reports.neighbours import main as neighbours_main
@@ -59,7 +59,7 @@ def test_a_single_run_has_no_interval_and_bad_values_are_refused():
 # --- comparison over fake run folders --------------------------------------------------------------------------
 
 TARGETS = {"hybrid": "tagretrieval.models.HybridModel", "acoustic": "tagretrieval.models.AcousticModel",
-           "random": "tagretrieval.samplers.RandomPairSampler", "balanced": "tagretrieval.samplers.BalancedPairSampler"}
+           "random": "tagretrieval.data.samplers.RandomPairSampler", "balanced": "tagretrieval.data.samplers.BalancedPairSampler"}
 
 
 def write_run(run_dir: Path, *, model: str, sampler: str, seed: int, overall: float, era: float | None,
@@ -72,7 +72,7 @@ def write_run(run_dir: Path, *, model: str, sampler: str, seed: int, overall: fl
     config = {"mode": "train", "seed": seed, "progress": False,
               "model": {"_target_": TARGETS[model], "embedding_dim": 32},
               "sampler": {"_target_": TARGETS[sampler], "batch_size": 16, "seed": "${seed}"},
-              "loss": {"_target_": "tagretrieval.losses.TripletLoss", "margin": margin},
+              "loss": {"_target_": "tagretrieval.training.losses.TripletLoss", "margin": margin},
               "logger": {"csv": {"save_dir": str(run_dir)}}}
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if choices:
@@ -353,7 +353,7 @@ def test_neighbour_command_finds_the_planted_word_and_the_learned_tag_neighbours
         assert all(word != "piano" for word, _ in table.cells["piano", source])
     assert table.cells["jazz", "toy"] is None and table.cells["jazz", "hybrid"] is None
 
-    from tagretrieval.checkpoints import load_module
+    from tagretrieval.training.checkpoints import load_module
 
     module = load_module(checkpoint)
     with torch.no_grad():

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.evaluation import NO_NEGATIVES, NO_POSITIVES, RetrievalResults, per_tag_metrics, write_results
-from tagretrieval.files import FileWriteError
-from tagretrieval.metric_keys import PR_AUC, ROC_AUC, p_at
+from tagretrieval.runtime.files import FileWriteError
+from tagretrieval.evaluation.metric_keys import PR_AUC, ROC_AUC, p_at
 
 P_AT_10 = p_at(10)
 METRICS = (ROC_AUC, PR_AUC, P_AT_10)  # of the fixture's k = 10 (30 songs)

@@ -14,10 +14,10 @@ import soundfile as sf
 import torch
 from hydra.utils import instantiate
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.audio import MelFrontend
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.errors import ConfigError, DataError
+from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.inference import (
     ExactIndex,
     FaissFlatIndex,

@@ -13,12 +13,12 @@ import yaml
 from conftest import CONF, run_main, run_task
 from gensim.models import Word2Vec
 
-from tagretrieval.checkpoints import DATA_IMPORTERS, data_config, load_module, read_checkpoint
-from tagretrieval.errors import DataError
+from tagretrieval.training.checkpoints import DATA_IMPORTERS, data_config, load_module, read_checkpoint
+from tagretrieval.runtime.errors import DataError
 from tagretrieval.models.spec import BUILDABLE
-from tagretrieval.tag_encoders import UntrustedPickleError, Word2VecFile
+from tagretrieval.tags.encoders import UntrustedPickleError, Word2VecFile
 
-WRITER = "tagretrieval.prepared_vectors.write_prepared_vectors"  # would write word_vectors_<name>.npz anywhere
+WRITER = "tagretrieval.tags.prepared.write_prepared_vectors"  # would write word_vectors_<name>.npz anywhere
 
 
 def crafted_spec(target_dir: Path) -> dict:
@@ -45,7 +45,7 @@ def test_every_configured_class_may_be_rebuilt_and_nothing_else():
 def test_a_crafted_model_spec_is_refused_through_main_and_writes_nothing(tmp_path):
     path = tmp_path / "crafted.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {
-        "model": crafted_spec(tmp_path), "loss": {"_target_": "tagretrieval.losses.TripletLoss"},
+        "model": crafted_spec(tmp_path), "loss": {"_target_": "tagretrieval.training.losses.TripletLoss"},
         "tags": ["a"], "categories": ["all"], "word_dim": 1}}, path)
     assert read_checkpoint(path)  # plain containers: torch's weights_only loading accepts it
     done = run_main(["mode=test", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}"])
@@ -92,7 +92,7 @@ def gensim_files(tmp_path_factory):
 @pytest.mark.parametrize("name", ["w.model", "w.kv"])
 def test_a_gensim_pickle_needs_trust_and_the_error_says_how_to_convert_it(gensim_files, name):
     model, folder = gensim_files
-    with pytest.raises(UntrustedPickleError, match=r"python -m tagretrieval.tag_encoders convert .*w\.bin.*"
+    with pytest.raises(UntrustedPickleError, match=r"python -m tagretrieval.tags.encoders convert .*w\.bin.*"
                                                    r"trust_pickles=true"):
         Word2VecFile(path=str(folder / name), dim=8).lookup("piano")
     trusted = Word2VecFile(path=str(folder / name), dim=8, trust_pickle=True)
@@ -103,7 +103,7 @@ def test_a_gensim_pickle_needs_trust_and_the_error_says_how_to_convert_it(gensim
 def test_the_convert_command_writes_a_file_that_loads_without_trust(gensim_files, tmp_path, suffix):
     model, folder = gensim_files
     target = tmp_path / f"converted{suffix}"
-    done = subprocess.run([sys.executable, "-m", "tagretrieval.tag_encoders", "convert", str(folder / "w.model"),
+    done = subprocess.run([sys.executable, "-m", "tagretrieval.tags.encoders", "convert", str(folder / "w.model"),
                            str(target)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"wrote {target}" in done.stdout and not list(tmp_path.glob(".*"))  # no temp file left
@@ -121,7 +121,7 @@ def test_a_checkpoint_cannot_grant_trust_to_its_word_vectors(gensim_files, tmp_p
 
     _, folder = gensim_files
     module = load_module(best_checkpoint(trained_run))
-    module.hparams["tag_encoder"] = {"_target_": "tagretrieval.tag_encoders.Word2VecFile",
+    module.hparams["tag_encoder"] = {"_target_": "tagretrieval.tags.encoders.Word2VecFile",
                                      "path": str(folder / "w.model"), "dim": 8, "trust_pickle": True}
     searcher = Searcher.from_module(module)
     with pytest.raises(UntrustedPickleError):
@@ -134,4 +134,4 @@ def test_a_pickle_tag_encoder_through_main_is_one_error_line(gensim_files, smoke
                      "tag_encoder.dim=8", f"hydra.run.dir={tmp_path}"])
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
-        line for line in done.stderr.splitlines() if "python -m tagretrieval.tag_encoders convert" in line]
+        line for line in done.stderr.splitlines() if "python -m tagretrieval.tags.encoders convert" in line]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tagretrieval.samplers import (
+from tagretrieval.data.samplers import (
     BalancedPairSampler, BalancedWeightedPairSampler, EpochBatchSampler, PositiveIndex, RandomPairSampler, choose_negatives,
 )
 

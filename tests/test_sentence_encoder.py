@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from tagretrieval.sentence_encoder import SentenceEncoder, text_extra_missing
+from tagretrieval.tags.sentence import SentenceEncoder, text_extra_missing
 
 from conftest import read_metrics, run_main, run_task
 

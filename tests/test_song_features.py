@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from tagretrieval.checkpoints import load_module
-from tagretrieval.errors import ConfigError, DataError
+from tagretrieval.training.checkpoints import load_module
+from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.models import build_from_spec, cut_eval_chunks
 from tagretrieval.models.fused import FusedModel
-from tagretrieval.song_features import REPORT_FILE
+from tagretrieval.data.song_features import REPORT_FILE
 
 from conftest import CONF, read_metrics, run_task
 
@@ -135,13 +135,13 @@ def test_a_model_that_needs_features_is_refused_before_the_import_with_the_way_t
 def test_a_checkpoint_may_name_only_our_song_features_class():
     import yaml
 
-    from tagretrieval.checkpoints import SONG_FEATURES, data_config
+    from tagretrieval.training.checkpoints import SONG_FEATURES, data_config
 
     assert {yaml.safe_load(p.read_text())["_target_"] for p in (CONF / "song_features").glob("*.yaml")
             if yaml.safe_load(p.read_text())} == SONG_FEATURES
     stored = {"data": {"_target_": "tagretrieval.data.folder.FolderImporter", "root": "x"},
               "audio": {"_target_": "tagretrieval.audio.MelFrontend"}, "chunk_frames": 173}
     assert data_config({"hyper_parameters": {"data_config": {**stored, "song_features": {}}}})["song_features"] == {}
-    crafted = {**stored, "song_features": {"_target_": "tagretrieval.files.atomic_write_text", "path": "x"}}
+    crafted = {**stored, "song_features": {"_target_": "tagretrieval.runtime.files.atomic_write_text", "path": "x"}}
     with pytest.raises(DataError, match="refusing the checkpoint's song_features config"):
         data_config({"hyper_parameters": {"data_config": crafted}})

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tagretrieval.evaluation import RetrievalResults, metrics as metrics_module, song_wise_metrics
-from tagretrieval.metric_keys import PR_AUC, ROC_AUC
+from tagretrieval.evaluation.metric_keys import PR_AUC, ROC_AUC
 
 
 def _data(n_tags: int, n_songs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from gensim.models import Word2Vec
 
-from tagretrieval.tag_encoders import (
+from tagretrieval.tags.encoders import (
     Cooccurrence, Learned, MissingWordVectorsError, Word2VecFile, resolve_missing, spellings,
 )
 

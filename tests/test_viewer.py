@@ -22,7 +22,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from tagretrieval.files import FileWriteError
+from tagretrieval.runtime.files import FileWriteError
 from tagretrieval.viewer import (
     cluster_composition,
     plot_cluster_composition,

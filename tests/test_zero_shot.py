@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from batch_recorder import read_records
-from tagretrieval.checkpoints import load_module
-from tagretrieval.errors import ConfigError, DataError, MissingFileError
+from tagretrieval.training.checkpoints import load_module
+from tagretrieval.runtime.errors import ConfigError, DataError, MissingFileError
 from tagretrieval.evaluation.unseen import choose_unseen_tags
 
 from conftest import read_metrics, run_task

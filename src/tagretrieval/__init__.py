@@ -10,7 +10,7 @@ __all__ = ["load_model", "__version__"]
 def __getattr__(name: str):
     # lazy, so that `import tagretrieval` does not import torch and lightning until needed
     if name == "load_model":
-        from tagretrieval.checkpoints import load_model
+        from tagretrieval.training.checkpoints import load_model
 
         return load_model
     raise AttributeError(f"module 'tagretrieval' has no attribute {name!r}")

@@ -21,29 +21,31 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tagretrieval import metric_keys, preflight
+from tagretrieval.evaluation import metric_keys
+
+from tagretrieval.runtime import preflight
 from tagretrieval.audio import MelFrontend, MelStore
-from tagretrieval.checkpoints import data_config, is_ours, module_from_checkpoint, read_checkpoint
-from tagretrieval.console import configure_console
+from tagretrieval.training.checkpoints import data_config, is_ours, module_from_checkpoint, read_checkpoint
+from tagretrieval.runtime.console import configure_console
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
-from tagretrieval.data.lock import exclusive, lock_path_for
+from tagretrieval.runtime.lock import exclusive, lock_path_for
 from tagretrieval.data.inputs import AUDIO, FEATURES, dataset_inputs, describe
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.report import copy_report, skipped_summary
-from tagretrieval.errors import ConfigError, DataError
+from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.evaluation import RetrievalResults, write_results
 from tagretrieval.evaluation.results import small_split_note
 from tagretrieval.evaluation.unseen import check_unseen_vectors, choose_unseen_tags
-from tagretrieval.launch import n_training_processes
+from tagretrieval.runtime.launch import n_training_processes
 from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.choice import auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
-from tagretrieval.module import TagRetrievalModule
-from tagretrieval.recipe import CROPS_PER_SONG, auto_cnn_channels, auto_pairs_per_epoch, recipe_block
+from tagretrieval.training.module import TagRetrievalModule
+from tagretrieval.training.recipe import CROPS_PER_SONG, auto_cnn_channels, auto_pairs_per_epoch, recipe_block
 from tagretrieval.reports.run_report import scores_path
 from tagretrieval.reports.scores import ScoreMatrix
-from tagretrieval.shared_vectors import settings_key, shared_tag_matrix
-from tagretrieval.tag_encoders import resolve_missing
+from tagretrieval.tags.shared import settings_key, shared_tag_matrix
+from tagretrieval.tags.encoders import resolve_missing
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,13 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
     """Import (or reuse) the prepared dataset; copy its report into the run folder.
 
     One process at a time (DDP ranks, parallel sweep jobs) runs the import of a prepared folder: the first to take
-    its lock imports, the others then find the import done and load it (:mod:`tagretrieval.data.lock`).
+    its lock imports, the others then find the import done and load it (:mod:`tagretrieval.runtime.lock`).
     """
     frontend = instantiate(cfg.audio)
     importer = instantiate(cfg.data)
     with exclusive(lock_path_for(importer.prepared_dir), purpose=f"import of {importer.prepared_dir}"):
         dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
-        if cfg.song_features:  # computed into the prepared folder under the same lock (tagretrieval.song_features)
+        if cfg.song_features:  # computed into the prepared folder under the same lock (tagretrieval.data.song_features)
             dataset = instantiate(cfg.song_features).attach(dataset, report_dir=output_dir, progress=cfg.progress)
     report = copy_report(importer.prepared_dir, output_dir)
     log.info("prepared dataset '%s' at %s: %d tracks, %d tags; %s", dataset.name, importer.prepared_dir,
@@ -82,7 +84,7 @@ def tag_vectors(cfg: DictConfig, dataset: PreparedDataset, *, shared_in: Path | 
     """Word vectors of the dataset's tags from ``cfg.tag_encoder``; tags without one are refused or dropped.
 
     With ``shared_in`` (the run folder), the first process of the run computes them and the other ranks load them
-    (:mod:`tagretrieval.shared_vectors`): one process per run folder reads the word-vector file. ``unseen``: tags held
+    (:mod:`tagretrieval.tags.shared`): one process per run folder reads the word-vector file. ``unseen``: tags held
     out of training (the zero-shot protocol): the encoder learns nothing from their labels, and one that cannot embed
     them is refused (:func:`tagretrieval.evaluation.unseen.check_unseen_vectors`).
     """
@@ -171,7 +173,7 @@ def planned_inputs(cfg: DictConfig) -> tuple[frozenset[str] | None, str]:
 
 
 def data_settings(cfg: DictConfig) -> dict:
-    """What a checkpoint keeps of its training data (:func:`tagretrieval.checkpoints.data_config`)."""
+    """What a checkpoint keeps of its training data (:func:`tagretrieval.training.checkpoints.data_config`)."""
     return {"data": OmegaConf.to_container(cfg.data, resolve=True),
             "audio": OmegaConf.to_container(cfg.audio, resolve=True), "chunk_frames": int(cfg.chunk_frames),
             "song_features": OmegaConf.to_container(cfg.song_features, resolve=True)}
@@ -305,7 +307,7 @@ def _settings(node) -> str:
 def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | None = None,
                    announce: bool = True) -> None:
     """Fill the recipe's automatic settings into ``cfg`` (``sampler.pairs_per_epoch: null``, ``cnn_channels: null``:
-    :mod:`tagretrieval.recipe`) from the training split and the device, and log the recipe as one block (unless not
+    :mod:`tagretrieval.training.recipe`) from the training split and the device, and log the recipe as one block (unless not
     ``announce``). ``model``: the model's name (``None``: a baseline, which is trained with the same budget)."""
     device = "gpu" if on_gpu(cfg) else "cpu"
     n_train = len(dataset.split_indices(metric_keys.TRAIN))
@@ -483,7 +485,7 @@ def prepare(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def run(cfg: DictConfig, *, output_dir: str | Path, overrides: Sequence[str] | None = None):
-    """Entry point of ``main.py``: check, seed, then run ``cfg.mode`` (:data:`tagretrieval.preflight.MODES`).
+    """Entry point of ``main.py``: check, seed, then run ``cfg.mode`` (:data:`tagretrieval.runtime.preflight.MODES`).
 
     ``overrides``: the command line's settings (Hydra's task overrides), which tell a mode that uses ``ckpt_path``
     whether to take the checkpoint's data (:func:`checkpoint_settings`); None: every setting counts as chosen.
@@ -492,7 +494,7 @@ def run(cfg: DictConfig, *, output_dir: str | Path, overrides: Sequence[str] | N
     if cfg.mode in preflight.CHECKPOINT_MODES:
         cfg = checkpoint_settings(cfg, overrides)
     output_dir = Path(output_dir)
-    configure_console()  # Lightning's lines once each, no advert (tagretrieval.console)
+    configure_console()  # Lightning's lines once each, no advert (tagretrieval.runtime.console)
     L.seed_everything(cfg.seed, workers=True)
     module_name, function = preflight.MODES[cfg.mode].split(":")
     return getattr(importlib.import_module(module_name), function)(cfg, output_dir)

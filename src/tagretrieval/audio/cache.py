@@ -26,14 +26,14 @@ from tagretrieval.audio.frontend import MelFrontend
 from tagretrieval.audio.io import AudioDecodeError, load_audio
 from tagretrieval.audio.legacy_cache import LegacyMelCache
 from tagretrieval.audio.store import (
-    CACHE_DTYPES,
     CacheMismatchError,
     MelStore,
     check_mel,
     differences,
+    cache_params,
     read_layout_version,
 )
-from tagretrieval.processes import exit_with_parent
+from tagretrieval.runtime.processes import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ SILENCE_PEAK = 1e-6
 """A track whose decoded peak absolute amplitude is below this is skipped as silent."""
 LEGACY_SUFFIX = ".v1"
 """``mels/`` holding the old per-file cache is renamed ``mels.v1/`` while its entries move into the packed store."""
-
-
-def cache_params(frontend: MelFrontend, *, dtype: str = "float32") -> dict:
-    """The full parameter dict of a store filled by ``frontend``: its ``params()`` plus the storage ``dtype``."""
-    if dtype not in CACHE_DTYPES:
-        raise ValueError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
-    return {**frontend.params(), "dtype": dtype}
 
 
 def open_for_prepare(root: str | Path, *, frontend_params: dict) -> MelStore:

@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tagretrieval.errors import UserError
+from tagretrieval.runtime.errors import UserError
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg")
 """File extensions ``load_audio`` accepts (compared case-insensitively)."""

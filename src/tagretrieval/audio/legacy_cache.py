@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tagretrieval.audio.store import CACHE_DTYPES, MANIFEST_NAME, CacheMismatchError, check_mel, differences
-from tagretrieval.files import atomic_write, atomic_write_json
+from tagretrieval.runtime.files import atomic_write, atomic_write_json
 
 LEGACY_LAYOUT_VERSION = 1
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagretrieval.errors import UserError
-from tagretrieval.files import FileWriteError, atomic_savez, atomic_write_json
+from tagretrieval.runtime.errors import UserError
+from tagretrieval.runtime.files import FileWriteError, atomic_savez, atomic_write_json
 
 LAYOUT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -95,12 +95,21 @@ class TrackLocations:
     n_frames: np.ndarray
 
 
+def cache_params(frontend, *, dtype: str = "float32") -> dict:
+    """The full parameter dict of a store filled by ``frontend`` (a :class:`~tagretrieval.audio.frontend.MelFrontend`):
+    its ``params()`` plus the storage ``dtype``. Defined here, beside the store that checks it, so that the store
+    does not import the job that fills it."""
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
+    return {**frontend.params(), "dtype": dtype}
+
+
 class MelStore:
     """Packed, time-major log-mels ``[n_frames, n_mels]`` per track (see the module docstring).
 
     Args:
         root: the store's folder; created (with its manifest) if absent.
-        frontend_params: the full parameters, as :func:`tagretrieval.audio.cache_params` gives them (must hold
+        frontend_params: the full parameters, as :func:`cache_params` gives them (must hold
             ``"dtype"`` and ``"n_mels"``). A store whose manifest differs raises :class:`CacheMismatchError`; a
             folder holding the old per-file cache raises :class:`LegacyCacheError`.
     """
@@ -176,8 +185,6 @@ class MelStore:
     @classmethod
     def open(cls, root: str | Path, *, frontend) -> "MelStore":
         """An existing store, checked against ``frontend`` (a :class:`MelFrontend`; the dtype comes from the manifest)."""
-        from tagretrieval.audio.cache import cache_params  # the parameter dict's one definition
-
         path = Path(root) / MANIFEST_NAME
         if not path.exists():
             raise FileNotFoundError(f"no mel store at {root} ({MANIFEST_NAME} missing): prepare the data first")

@@ -3,8 +3,6 @@
 ==========================  =====================================================================
 module                      what
 ==========================  =====================================================================
-``handcrafted``             librosa descriptors of a clip, summarised per song and per beat
-``feature_cache``           those features for a whole prepared dataset, cached and resumable
 ``sources``                 song vectors: hand-crafted, CF, precomputed features, a checkpoint
 ``taggers``                 scikit-learn one-vs-rest taggers, chosen on valid, retrieval metrics
 ``analysis``                confusion matrix, kNN + Jaccard index, PCA explained variance
@@ -13,6 +11,9 @@ module                      what
 ``bce_cnn``                 the short-chunk CNN trained as a sigmoid/BCE tagger (Lightning)
 ``tasks``                   the Hydra task (``mode=baseline``)
 ==========================  =====================================================================
+
+The hand-crafted features they use are :mod:`tagretrieval.audio.handcrafted` (librosa descriptors of a clip)
+and :mod:`tagretrieval.data.feature_cache` (those of a whole prepared dataset, cached and resumable).
 
 Usage: ``docs/usage/baselines.md``. Nothing here reads Hydra except ``tasks``. Import from the modules
 (``from tagretrieval.baselines.taggers import SklearnTaggerBaseline``): this package imports nothing itself, so

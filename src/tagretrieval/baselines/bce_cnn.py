@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.audio import MelStore
 from tagretrieval.baselines.context import BaselineContext, evaluate_scores, write_split
 from tagretrieval.baselines.taggers import restrict_categories

@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.baselines.analysis import (
     components_for,
     explained_variance,
@@ -34,7 +34,7 @@ from tagretrieval.baselines.analysis import (
     plot_explained_variance,
 )
 from tagretrieval.baselines.context import BaselineContext
-from tagretrieval.baselines.feature_cache import FeatureMatrix
+from tagretrieval.data.feature_cache import FeatureMatrix
 from tagretrieval.baselines.taggers import (
     BASELINE_DIR,
     fit_and_evaluate,

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.baselines.feature_cache import FeatureMatrix, handcrafted_features
-from tagretrieval.baselines.handcrafted import HandcraftedExtractor
+from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features
+from tagretrieval.audio.handcrafted import HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
 
 
@@ -32,7 +32,7 @@ def _all_valid(values: np.ndarray, prefix: str, description: str) -> FeatureMatr
 
 
 class HandcraftedSource:
-    """Hand-crafted librosa features (:mod:`tagretrieval.baselines.handcrafted`) of the tracks' audio files.
+    """Hand-crafted librosa features (:mod:`tagretrieval.audio.handcrafted`) of the tracks' audio files.
 
     Args:
         level: ``"song"``, ``"beat"`` or ``"both"``.
@@ -95,7 +95,7 @@ class CheckpointSource:
 
     def matrix(self, dataset: PreparedDataset, *, frontend: MelFrontend | None = None,
                progress: bool = False) -> FeatureMatrix:
-        from tagretrieval.checkpoints import load_model
+        from tagretrieval.training.checkpoints import load_model
         from tagretrieval.inference.search import Searcher
 
         model = load_model(self.ckpt_path, trusted=self.trusted)

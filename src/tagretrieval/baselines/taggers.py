@@ -34,10 +34,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.baselines.analysis import is_single_label, write_confusion_matrix
 from tagretrieval.baselines.context import BaselineContext, evaluate_scores, write_split
-from tagretrieval.baselines.feature_cache import FeatureMatrix
+from tagretrieval.data.feature_cache import FeatureMatrix
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.evaluation import RetrievalResults
 

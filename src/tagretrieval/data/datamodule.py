@@ -3,7 +3,7 @@
 Every loader here fetches whole batches: its sampler yields one key per batch (``[batch, 3]`` pairs for training,
 an array of rows for evaluation), the dataset turns a key into a collated batch with one read per crop from the
 packed mel store, and the DataLoader runs with ``batch_size=None``. That removes 128 Python calls and a collate per
-batch. The pair stream's epoch comes from the trainer (see :class:`~tagretrieval.samplers.EpochBatchSampler`).
+batch. The pair stream's epoch comes from the trainer (see :class:`~tagretrieval.data.samplers.EpochBatchSampler`).
 
 Loader workers start from a fork server (``loader.start_method: forkserver``, :func:`worker_context`), not by
 forking the training process. A fork copies a process that runs threads (DDP's gloo threads, a previous loader's
@@ -29,15 +29,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tagretrieval.audio import MelStore
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.processes import exit_with_parent, resolve_start_method
-from tagretrieval.samplers import EpochBatchSampler, PairSampler, PositiveIndex
+from tagretrieval.runtime.processes import exit_with_parent, resolve_start_method
+from tagretrieval.data.samplers import EpochBatchSampler, PairSampler, PositiveIndex
 
 MAX_DEFAULT_WORKERS = 8
 """``loader.num_workers: null`` means ``min(8, CPU cores)`` loader processes."""
 
 
 def worker_context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context loader workers start from (:func:`tagretrieval.processes.resolve_start_method`:
+    """The multiprocessing context loader workers start from (:func:`tagretrieval.runtime.processes.resolve_start_method`:
     ``start_method``, or for None ``forkserver`` where the platform has it, else ``spawn``). The fork server
     preloads ``__main__`` and this module (torch, numpy), so each worker forks from a process that has them imported
     rather than from a bare interpreter; it starts once per process, at the first loader with workers.
@@ -224,7 +224,7 @@ class ShardBatchSampler(Sampler):
 
 class WorkerStart:
     """``worker_init_fn`` of every loader here: first the watch that ends the worker with the training process
-    (:func:`tagretrieval.processes.exit_with_parent`: a worker of the fork server is the fork server's child, so
+    (:func:`tagretrieval.runtime.processes.exit_with_parent`: a worker of the fork server is the fork server's child, so
     torch's watchdog, which checks the parent pid, does not see a training process killed with SIGKILL), then
     Lightning's seeding of the worker under ``seed_everything(workers=True)``, which Lightning adds by itself only to
     a loader without a ``worker_init_fn``.

@@ -439,8 +439,8 @@ def checkpoint_top_genre_accuracy(dataset: PreparedDataset, checkpoint: str | Pa
     """Test-split top-genre accuracy of one of our ``model=features`` checkpoints: argmax of the cosine scores."""
     import torch
 
-    from tagretrieval.checkpoints import load_module
-    from tagretrieval.module import scores_matrix
+    from tagretrieval.training.checkpoints import load_module
+    from tagretrieval.training.module import scores_matrix
 
     module = load_module(checkpoint)
     data = dataset.select_tags(module.tags)

@@ -28,7 +28,7 @@ from tagretrieval.data.prepared import (
 )
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
-from tagretrieval.errors import DataError, MissingFileError
+from tagretrieval.runtime.errors import DataError, MissingFileError
 
 UNCATEGORISED = "all"
 

@@ -43,7 +43,7 @@ from tagretrieval.audio import MelFrontend
 from tagretrieval.data.inputs import FEATURES
 from tagretrieval.data.prepared import SPLITS, accept_import, load_if_current, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
-from tagretrieval.pitch_encoder import N_MIDI_NOTES, midi_octave, midi_to_name
+from tagretrieval.tags.pitch import N_MIDI_NOTES, midi_octave, midi_to_name
 
 IMPORT_VERSION = 1
 """Bump when the import (or the feature computation) changes: older prepared folders are imported again."""

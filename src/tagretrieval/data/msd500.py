@@ -49,7 +49,7 @@ from tagretrieval.data.prepared import (
 )
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
-from tagretrieval.prepared_vectors import write_prepared_vectors
+from tagretrieval.tags.prepared import write_prepared_vectors
 
 SOURCES = ("release", "raw")
 MEDIA = ("spec", "audio", "none")

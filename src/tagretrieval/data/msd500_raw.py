@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.data.report import PrepareReport
-from tagretrieval.tag_encoders import Word2VecFile
+from tagretrieval.tags.encoders import Word2VecFile
 
 UNCATEGORISED = "all"
 MSD_SEPARATOR = "<SEP>"

@@ -23,7 +23,7 @@ import numpy as np
 
 from tagretrieval.data.prepared import SPLITS
 from tagretrieval.data.report import PrepareReport
-from tagretrieval.errors import UserError
+from tagretrieval.runtime.errors import UserError
 
 SPLIT_PREFIX: dict[str, str] = {"msd100": "", "msd50": "sub_"}
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.audio.store import check_mel
-from tagretrieval.files import atomic_write_json
+from tagretrieval.runtime.files import atomic_write_json
 
 RELEASE_MEL_PARAMS: dict[str, int] = {"sample_rate": 22050, "n_fft": 1024, "hop_length": 512, "n_mels": 128}
 """What the release states about its spectrograms; the configured front end must agree."""

@@ -12,9 +12,9 @@ Layout of a prepared folder::
     prepare_report.json  what the import skipped, and why
 
 ``manifest.json`` is written last: a folder without it is an unfinished (or refused) import and is never read.
-Every file is written atomically (:mod:`tagretrieval.files`: a temp name unique per process, then a rename), and an
+Every file is written atomically (:mod:`tagretrieval.runtime.files`: a temp name unique per process, then a rename), and an
 import that skipped more than its ``max_skipped_fraction`` never gets a manifest (:func:`accept_import`). Several
-processes importing the same folder take turns through :mod:`tagretrieval.data.lock`.
+processes importing the same folder take turns through :mod:`tagretrieval.runtime.lock`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.data.report import REPORT_FILE, PrepareReport, TooManySkippedError
-from tagretrieval.errors import DataError, UserError
-from tagretrieval.files import atomic_save_npy, atomic_write_json, atomic_write_text
+from tagretrieval.runtime.errors import DataError, UserError
+from tagretrieval.runtime.files import atomic_save_npy, atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "valid", "test")

@@ -6,8 +6,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from tagretrieval.errors import UserError
-from tagretrieval.files import atomic_write, atomic_write_json
+from tagretrieval.runtime.errors import UserError
+from tagretrieval.runtime.files import atomic_write, atomic_write_json
 
 REPORT_FILE = "prepare_report.json"
 

@@ -111,7 +111,7 @@ def generate_synthetic(root: str | os.PathLike, *, spec: SyntheticSpec, progress
     Otherwise generate into a hidden sibling folder and ``os.replace`` it onto ``root``, so
     a killed run never leaves a folder that looks complete. ``root`` may be absent or an
     empty folder; any other existing folder is refused, never overwritten. Lock files
-    (``.*.lock``, :mod:`tagretrieval.data.lock`: the import's lock lives in ``root``) do not
+    (``.*.lock``, :mod:`tagretrieval.runtime.lock`: the import's lock lives in ``root``) do not
     count: into such a folder the dataset's entries are moved one by one, ``synthetic.json``
     last.
     """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tagretrieval.metric_keys import PR_AUC, ROC_AUC, p_at
+from tagretrieval.evaluation.metric_keys import PR_AUC, ROC_AUC, p_at
 
 ArrayLike = np.ndarray | torch.Tensor
 

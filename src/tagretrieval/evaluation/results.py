@@ -28,9 +28,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.evaluation.metrics import ArrayLike, per_tag_metrics, song_wise_metrics, to_arrays
-from tagretrieval.files import atomic_write_json, atomic_write_text
+from tagretrieval.runtime.files import atomic_write_json, atomic_write_text
 
 NO_POSITIVES = "no positive songs in split"
 NO_NEGATIVES = "no negative songs in split"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagretrieval.errors import ConfigError, DataError, MissingFileError
+from tagretrieval.runtime.errors import ConfigError, DataError, MissingFileError
 
 ZERO_SHOT_ENCODERS = "tag_encoder=word2vec tag_encoder.path=..., tag_encoder=sentence (or prepared, pitch)"
 

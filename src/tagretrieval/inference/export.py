@@ -9,7 +9,7 @@ Layout of an export folder::
     tags.csv               tag, category                                          (row j = embedding row j)
     export.json            what was exported: checkpoint, dataset, split, shapes, "normalized": true
 
-Every file is written atomically (:mod:`tagretrieval.files`): an interrupted export leaves whole files, old or new,
+Every file is written atomically (:mod:`tagretrieval.runtime.files`): an interrupted export leaves whole files, old or new,
 never half of one; ``export.json`` is written last, so a folder with it holds a complete export.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.files import atomic_save_npy, atomic_write, atomic_write_json, atomic_write_text
+from tagretrieval.runtime.files import atomic_save_npy, atomic_write, atomic_write_json, atomic_write_text
 
 TRACK_TABLE_COLUMNS: tuple[str, ...] = ("track_id", "artist", "tags", "split", "audio_path")
 

@@ -4,7 +4,7 @@ A query is resolved, in this order:
 
 1. a training tag (whitespace-normalised, case-insensitive): its stored tag vector, exactly what the model
    was trained on (for ``tag_encoder=learned`` the trained vector);
-2. the tag encoder's ``lookup(text)`` when it has one (:class:`~tagretrieval.tag_encoders.Word2VecFile`): any
+2. the tag encoder's ``lookup(text)`` when it has one (:class:`~tagretrieval.tags.encoders.Word2VecFile`): any
    word or phrase of the word-vector file, or the mean of its words' vectors when every word is known;
 3. a combination of known pieces: the query is split into words and cut, left to right, into the longest
    pieces that are training tags (or, with a word-vector file, single known words); the query vector is the
@@ -24,7 +24,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from tagretrieval.errors import DataError, UserError
+from tagretrieval.runtime.errors import DataError, UserError
 
 
 class UnknownQueryError(UserError, ValueError):

@@ -31,11 +31,11 @@ from tqdm.auto import tqdm
 from tagretrieval.audio import MelFrontend, MelStore, mel_from_file
 from tagretrieval.data.datamodule import SongInputs, song_loader, to_model_layout
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.errors import ConfigError
+from tagretrieval.runtime.errors import ConfigError
 from tagretrieval.inference.index import ExactIndex, Index, normalize_rows
 from tagretrieval.inference.queries import QueryVocabulary, encoder_name
 from tagretrieval.models import TagRetrievalModel, build_from_spec, resolve_target
-from tagretrieval.module import song_inputs
+from tagretrieval.training.module import song_inputs
 
 
 def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None = None,
@@ -69,7 +69,7 @@ class Searcher:
     """A trained model plus its tag vocabulary, ready to embed and rank.
 
     Args:
-        model: the network (from :func:`tagretrieval.checkpoints.load_model` or a module's ``.model``).
+        model: the network (from :func:`tagretrieval.training.checkpoints.load_model` or a module's ``.model``).
         tags, categories: the vocabulary ``[n_tags]`` and each tag's category.
         tag_vectors: word vectors of the tags ``[n_tags, word_dim]`` (the tag branch's inputs).
         encoder: a tag encoder with ``lookup(text)`` for zero-shot queries (a word-vector file), or None.
@@ -95,7 +95,7 @@ class Searcher:
     @classmethod
     def from_module(cls, module, *, word_vectors: str | Path | None = None, device: str | torch.device = "cpu",
                     trusted: bool = False) -> "Searcher":
-        """From a :class:`~tagretrieval.module.TagRetrievalModule` (tags, tag vectors and encoder spec inside);
+        """From a :class:`~tagretrieval.training.module.TagRetrievalModule` (tags, tag vectors and encoder spec inside);
         ``trusted``: its word-vector file may be a pickle (see :func:`encoder_from_spec`)."""
         spec = module.hparams["tag_encoder"]
         encoder = encoder_from_spec(spec, word_vectors=word_vectors, trusted=trusted)
@@ -108,7 +108,7 @@ class Searcher:
                         device: str | torch.device = "cpu") -> "Searcher":
         """From one of our checkpoint files (a reference checkpoint has no tag vocabulary: see ``__init__``);
         ``trusted``: the checkpoint and its word-vector file may hold pickled objects (only files you trust)."""
-        from tagretrieval.checkpoints import load_module
+        from tagretrieval.training.checkpoints import load_module
 
         return cls.from_module(load_module(path, trusted=trusted), word_vectors=word_vectors, device=device,
                                trusted=trusted)

@@ -17,14 +17,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tagretrieval.checkpoints import is_ours, module_from_checkpoint, read_checkpoint
+from tagretrieval.training.checkpoints import is_ours, module_from_checkpoint, read_checkpoint
 from tagretrieval.data.prepared import SPLITS, PreparedDataset, normalise_split
-from tagretrieval.files import atomic_write_json
+from tagretrieval.runtime.files import atomic_write_json
 from tagretrieval.inference.export import track_table, write_export
 from tagretrieval.inference.queries import encoder_name
 from tagretrieval.inference.search import Searcher
 from tagretrieval.models.reference import model_from_reference
-from tagretrieval.errors import ConfigError, DataError
+from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.tasks import Prepared, prepare_data, tag_vectors
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 For songs given as fixed-size vectors: FMA's 518 librosa statistics (``data=fma data.input=features``),
 mini-MusicNet's log-magnitude spectra of 93 ms clips (``data=minimusicnet``), or the hand-crafted librosa features
-that ``song_features=handcrafted`` computes from the audio of any dataset (:mod:`tagretrieval.song_features`).
+that ``song_features=handcrafted`` computes from the audio of any dataset (:mod:`tagretrieval.data.song_features`).
 ``n_features`` comes from the data (``dataset.features``), as ``cf_dim`` does. :mod:`tagretrieval.models.fused`
 fuses this branch with the CNN.
 

@@ -2,7 +2,7 @@
 fused by the gated fusion of ``model=hybrid``.
 
 The features are any fixed-size vector per song: the hand-crafted librosa statistics of ``song_features=handcrafted``
-(computed from the audio of any dataset, :mod:`tagretrieval.song_features`) or a dataset's own (FMA's 518). They
+(computed from the audio of any dataset, :mod:`tagretrieval.data.song_features`) or a dataset's own (FMA's 518). They
 carry what one 4-s crop through a small CNN misses: statistics over the whole clip (tempo, beat regularity, chroma
 over every bar), while the CNN carries the timbre and texture that the summaries blur.
 

@@ -5,7 +5,7 @@ config tree (and without Hydra: the library never imports it). ``build_from_spec
 small subset of ``hydra.utils.instantiate``: one level, no ``_partial_``/``_args_``, and only the classes listed
 in :data:`BUILDABLE`: the models, the losses and the tag encoders. A spec is data (a checkpoint may come from
 anyone), so it must not be able to name any other function of ours, let alone arbitrary code: a checkpoint
-naming e.g. ``tagretrieval.prepared_vectors.write_prepared_vectors`` is refused before anything is imported.
+naming e.g. ``tagretrieval.tags.prepared.write_prepared_vectors`` is refused before anything is imported.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from tagretrieval.errors import DataError
+from tagretrieval.runtime.errors import DataError
 
-__all__ = ["BUILDABLE", "SpecMixin", "build_from_spec", "resolve_target"]
+__all__ = ["BUILDABLE", "MOVED", "SpecMixin", "build_from_spec", "current_target", "resolve_target"]
 
 # The only targets a spec may name (their import paths as ``spec()`` writes them). A new model, loss or tag
 # encoder class must be added here to be rebuilt from a checkpoint (tests/test_safety.py checks every conf file).
@@ -32,17 +32,40 @@ BUILDABLE: frozenset[str] = frozenset({
     "tagretrieval.models.features.FeaturesModel",
     "tagretrieval.models.fused.FusedModel",
     # losses (conf/loss)
-    "tagretrieval.losses.InfoNCELoss",
-    "tagretrieval.losses.MultiLabelLoss",
-    "tagretrieval.losses.TripletLoss",
+    "tagretrieval.training.losses.InfoNCELoss",
+    "tagretrieval.training.losses.MultiLabelLoss",
+    "tagretrieval.training.losses.TripletLoss",
     # tag encoders (conf/tag_encoder): a checkpoint keeps its encoder's settings to embed queries later
-    "tagretrieval.pitch_encoder.PitchEncoder",
-    "tagretrieval.prepared_vectors.PreparedVectors",
-    "tagretrieval.sentence_encoder.SentenceEncoder",
-    "tagretrieval.tag_encoders.Cooccurrence",
-    "tagretrieval.tag_encoders.Learned",
-    "tagretrieval.tag_encoders.Word2VecFile",
+    "tagretrieval.tags.pitch.PitchEncoder",
+    "tagretrieval.tags.prepared.PreparedVectors",
+    "tagretrieval.tags.sentence.SentenceEncoder",
+    "tagretrieval.tags.encoders.Cooccurrence",
+    "tagretrieval.tags.encoders.Learned",
+    "tagretrieval.tags.encoders.Word2VecFile",
 })
+
+
+# Where the targets of checkpoints written before the packages were reorganised (up to commit bf078ad) live now: a
+# stored old name is read as its new one, so those checkpoints still load (tests/test_old_checkpoints.py). Keys are
+# old import paths, values entries of BUILDABLE or of the data allow-lists (tagretrieval.training.checkpoints).
+MOVED: dict[str, str] = {
+    "tagretrieval.losses.InfoNCELoss": "tagretrieval.training.losses.InfoNCELoss",
+    "tagretrieval.losses.MultiLabelLoss": "tagretrieval.training.losses.MultiLabelLoss",
+    "tagretrieval.losses.TripletLoss": "tagretrieval.training.losses.TripletLoss",
+    "tagretrieval.pitch_encoder.PitchEncoder": "tagretrieval.tags.pitch.PitchEncoder",
+    "tagretrieval.prepared_vectors.PreparedVectors": "tagretrieval.tags.prepared.PreparedVectors",
+    "tagretrieval.sentence_encoder.SentenceEncoder": "tagretrieval.tags.sentence.SentenceEncoder",
+    "tagretrieval.tag_encoders.Cooccurrence": "tagretrieval.tags.encoders.Cooccurrence",
+    "tagretrieval.tag_encoders.Learned": "tagretrieval.tags.encoders.Learned",
+    "tagretrieval.tag_encoders.Word2VecFile": "tagretrieval.tags.encoders.Word2VecFile",
+    "tagretrieval.song_features.HandcraftedSongFeatures": "tagretrieval.data.song_features.HandcraftedSongFeatures",
+}
+
+
+def current_target(target: object) -> object:
+    """``target`` under its present import path: an old name of :data:`MOVED` becomes its new one; anything else
+    (including non-strings, which the callers refuse) is returned unchanged."""
+    return MOVED.get(target, target) if isinstance(target, str) else target
 
 
 def _to_json(value: Any, *, where: str) -> Any:
@@ -112,6 +135,7 @@ def resolve_target(target: str) -> Any:
     Raises:
         DataError (a ValueError): ``target`` is not in :data:`BUILDABLE`.
     """
+    target = current_target(target)
     if not isinstance(target, str) or target not in BUILDABLE:
         raise DataError(
             f"refusing _target_ {target!r}: a spec (e.g. in a checkpoint) may only name a model, loss or tag "

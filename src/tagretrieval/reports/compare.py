@@ -23,10 +23,10 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.files import atomic_write_text
-from tagretrieval.metric_keys import PR_AUC, TEST
+from tagretrieval.runtime.files import atomic_write_text
+from tagretrieval.evaluation.metric_keys import PR_AUC, TEST
 from tagretrieval.reports.stats import Estimate, mean_ci
 from tagretrieval.reports.tables import latex_escape, latex_tabular, markdown_table
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagretrieval.files import atomic_write_text
+from tagretrieval.runtime.files import atomic_write_text
 from tagretrieval.reports.tables import markdown_table
-from tagretrieval.tag_encoders import Word2VecFile, spellings
+from tagretrieval.tags.encoders import Word2VecFile, spellings
 
 Neighbours = list[tuple[str, float]]
 """``(word or tag, cosine similarity)``, most similar first."""
@@ -77,7 +77,7 @@ def nearest_tags(*, tags: Sequence[str], embeddings: np.ndarray, query: str, k: 
 
 def learned_tag_space(checkpoint: str | Path, *, trusted: bool = False) -> tuple[list[str], np.ndarray]:
     """``(tags [n_tags], tag_embeddings [n_tags, D])`` of one of our checkpoints."""
-    from tagretrieval.checkpoints import load_module
+    from tagretrieval.training.checkpoints import load_module
 
     module = load_module(checkpoint, trusted=trusted)
     with torch.no_grad():
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> NeighbourTable:
     parser.add_argument("--trust-pickles", action="store_true",
                         help="allow files that are Python pickles: gensim .model/.kv word vectors and checkpoints "
                              "holding pickled objects (only files you trust; or convert the word vectors with "
-                             "`python -m tagretrieval.tag_encoders convert IN OUT.bin`)")
+                             "`python -m tagretrieval.tags.encoders convert IN OUT.bin`)")
     parser.add_argument("--k", type=int, default=5, help="neighbours per cell (default 5)")
     parser.add_argument("--no-scores", action="store_true", help="list neighbours without their cosine")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")

@@ -14,10 +14,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.evaluation import RetrievalResults, average_precision
-from tagretrieval.files import atomic_write
-from tagretrieval.metric_keys import PR_AUC, ROC_AUC
+from tagretrieval.runtime.files import atomic_write
+from tagretrieval.evaluation.metric_keys import PR_AUC, ROC_AUC
 from tagretrieval.reports.scores import ScoreMatrix
 from tagretrieval.reports.training_log import TrainingLog
 

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from tagretrieval import metric_keys
+from tagretrieval.evaluation import metric_keys
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.files import atomic_write_text
-from tagretrieval.metric_keys import TEST
+from tagretrieval.runtime.files import atomic_write_text
+from tagretrieval.evaluation.metric_keys import TEST
 from tagretrieval.reports.plots import default_pr_tags, plot_per_category, plot_pr_curves, plot_training_curves
 from tagretrieval.reports.scores import ScoreMatrix
 from tagretrieval.reports.tables import markdown_table

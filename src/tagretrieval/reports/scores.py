@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from tagretrieval.evaluation import RetrievalResults, to_arrays
-from tagretrieval.files import atomic_savez
-from tagretrieval.module import TagRetrievalModule, scores_matrix, song_inputs
+from tagretrieval.runtime.files import atomic_savez
+from tagretrieval.training.module import TagRetrievalModule, scores_matrix, song_inputs
 
 FORMAT_VERSION = 1
 _FIELDS = ("format_version", "split", "scores", "relevance", "tags", "categories", "track_ids")
@@ -88,7 +88,7 @@ def compute_scores(*, module: TagRetrievalModule, batches: Iterable[dict], track
     """Embed every song of ``batches`` and score it against every tag of ``module`` (on CPU, in eval mode).
 
     Args:
-        module: a trained module (``tagretrieval.checkpoints.load_module``).
+        module: a trained module (``tagretrieval.training.checkpoints.load_module``).
         batches: evaluation batches of one split, e.g. ``datamodule.songs_dataloader("test")``: each holds
             ``row [B]`` (dataset row), ``labels [B, n_tags]`` and the song inputs (``mel [B, n_chunks, n_mels,
             chunk_frames]``, ``cf [B, cf_dim]``, ``features [B, n_features]``) the model uses.

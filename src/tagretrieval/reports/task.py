@@ -1,5 +1,5 @@
 """``python main.py mode=report run_dir=DIR``: the task-layer part of the reports (the one module here that reads a
-``DictConfig``; it is listed in ``tagretrieval.preflight.MODES``).
+``DictConfig``; it is listed in ``tagretrieval.runtime.preflight.MODES``).
 
 The scores of ``DIR``'s split come from ``DIR/metrics/<split>_scores.npz`` when it exists; otherwise they are
 recomputed from ``report.checkpoint`` and the data described by ``DIR/.hydra/config.yaml`` (the run's own config,
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tagretrieval.checkpoints import load_module
+from tagretrieval.training.checkpoints import load_module
 from tagretrieval.evaluation import RetrievalResults
-from tagretrieval.metric_keys import PR_AUC, ROC_AUC
+from tagretrieval.evaluation.metric_keys import PR_AUC, ROC_AUC
 from tagretrieval.reports.run_report import scores_path, write_run_report
 from tagretrieval.reports.scores import ScoreMatrix, compute_scores
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagretrieval.files import atomic_write
+from tagretrieval.runtime.files import atomic_write
 
 N_TRACKS = "n_tracks"
 

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from tagretrieval.files import atomic_write, atomic_write_text
+from tagretrieval.runtime.files import atomic_write, atomic_write_text
 from tagretrieval.viewer.clusters import normalise_rows, spherical_kmeans, split_tags
 from tagretrieval.viewer.projection import methods_for, project
 

@@ -31,8 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tagretrieval.errors import ConfigError, DataError, MissingFileError, UserError
-from tagretrieval.files import atomic_savez
+from tagretrieval.runtime.errors import ConfigError, DataError, MissingFileError, UserError
+from tagretrieval.runtime.files import atomic_savez
 
 log = logging.getLogger(__name__)
 

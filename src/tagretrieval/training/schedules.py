@@ -2,7 +2,7 @@
 
 :class:`WarmupPlateau` ramps the learning rate from ``lr / warmup_steps`` to ``lr`` over the first ``warmup_steps``
 optimizer steps, then multiplies it by ``factor`` whenever the monitored validation metric
-(:data:`tagretrieval.metric_keys.MONITOR`) has not improved for ``patience`` validations (torch's
+(:data:`tagretrieval.evaluation.metric_keys.MONITOR`) has not improved for ``patience`` validations (torch's
 ``ReduceLROnPlateau``), down to ``min_lr``.
 
 Why a decay on plateau rather than a cosine to a fixed number of steps: training stops when validation stops

@@ -5,7 +5,7 @@ Every encoder maps the dataset's tag names to vectors ``[n_tags, dim]`` that fee
 - :class:`Word2VecFile`: any gensim-readable file (GoogleNews ``.bin``/``.bin.gz``, word2vec text ``.txt``/``.vec``,
   a gensim ``Word2Vec`` ``.model`` or ``KeyedVectors`` ``.kv``). It also embeds free-text queries (zero-shot).
   ``.model`` and ``.kv`` files are Python pickles (loading one runs any code it holds): they are read only with
-  ``trust_pickle=True`` (main.py: ``trust_pickles=true``); ``python -m tagretrieval.tag_encoders convert IN OUT``
+  ``trust_pickle=True`` (main.py: ``trust_pickles=true``); ``python -m tagretrieval.tags.encoders convert IN OUT``
   turns one into the word2vec binary (``.bin``) or text (``.txt``) format, which holds only words and numbers.
 - :class:`Cooccurrence`: gensim Word2Vec trained on the training split's tag lists (each track's tags are one
   "sentence", written ``repeats`` times so that a tag is its own context): tags that occur together get close vectors,
@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tagretrieval.errors import DataError, MissingFileError
-from tagretrieval.files import atomic_write
+from tagretrieval.runtime.errors import DataError, MissingFileError
+from tagretrieval.runtime.files import atomic_write
 
 PICKLE_SUFFIXES: tuple[str, ...] = (".model", ".kv")   # gensim's own save format: a pickle
 BINARY_SUFFIXES: tuple[str, ...] = (".bin", ".bin.gz")  # word2vec binary; anything else is read as word2vec text
@@ -99,7 +99,7 @@ class Word2VecFile:
             raise UntrustedPickleError(
                 f"{self.path} is a gensim pickle ({self.path.suffix}), and loading a pickle runs any code it holds. "
                 f"Convert it once to the word2vec binary format, which holds only words and numbers: "
-                f"`python -m tagretrieval.tag_encoders convert {self.path} {safe}`, then use {safe}; or, for a "
+                f"`python -m tagretrieval.tags.encoders convert {self.path} {safe}`, then use {safe}; or, for a "
                 "file you trust, set trust_pickles=true"
             )
         return load_keyed_vectors(self.path, binary=self.binary, limit=self.limit)
@@ -243,8 +243,8 @@ def convert(source: str | Path, target: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m tagretrieval.tag_encoders convert IN OUT``."""
-    parser = argparse.ArgumentParser(prog="python -m tagretrieval.tag_encoders",
+    """``python -m tagretrieval.tags.encoders convert IN OUT``."""
+    parser = argparse.ArgumentParser(prog="python -m tagretrieval.tags.encoders",
                                      description="Word-vector files (tag_encoder=word2vec).")
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser(

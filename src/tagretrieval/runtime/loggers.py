@@ -5,7 +5,7 @@ tracked its runs in Neptune, so :class:`NeptuneClientLogger` keeps that path ope
 whose ``offline`` mode writes runs to a local folder without any server (``neptune sync`` uploads them to a
 compatible server later, if one is available to you).
 
-Metric keys are those of :mod:`tagretrieval.metric_keys`: Neptune's namespaces are folders, and no key of ours is both
+Metric keys are those of :mod:`tagretrieval.evaluation.metric_keys`: Neptune's namespaces are folders, and no key of ours is both
 a value and a folder (``valid/pr_auc/macro`` next to ``valid/pr_auc/era``).
 """
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tagretrieval import metric_keys
-from tagretrieval.files import atomic_write
+from tagretrieval.evaluation import metric_keys
+from tagretrieval.runtime.files import atomic_write
 
 
 class BestCheckpoint(ModelCheckpoint):

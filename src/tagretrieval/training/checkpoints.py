@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from tagretrieval.errors import DataError, MissingFileError
+from tagretrieval.runtime.errors import DataError, MissingFileError
 from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.reference import model_from_reference
+from tagretrieval.models.spec import current_target
 
 # The importers a checkpoint's data config may name (the `_target_`s of conf/data; tests/test_safety.py checks
 # that every file there is listed), and the front end of its `audio` config.
@@ -30,7 +31,7 @@ DATA_IMPORTERS: frozenset[str] = frozenset({
     "tagretrieval.data.synthetic_importer.SyntheticImporter",
 })
 AUDIO_FRONTEND = "tagretrieval.audio.MelFrontend"
-SONG_FEATURES: frozenset[str] = frozenset({"tagretrieval.song_features.HandcraftedSongFeatures"})  # conf/song_features
+SONG_FEATURES: frozenset[str] = frozenset({"tagretrieval.data.song_features.HandcraftedSongFeatures"})  # conf/song_features
 
 
 def read_checkpoint(path: str | Path, *, trusted: bool = False) -> dict:
@@ -69,14 +70,14 @@ def _first_line(error: BaseException) -> str:
 
 
 def is_ours(checkpoint: dict) -> bool:
-    """True for checkpoints written by :class:`tagretrieval.module.TagRetrievalModule`."""
+    """True for checkpoints written by :class:`tagretrieval.training.module.TagRetrievalModule`."""
     hparams = checkpoint.get("hyper_parameters") or {}
     return isinstance(hparams.get("model"), dict) and "_target_" in hparams["model"]
 
 
 def module_from_checkpoint(checkpoint: dict):
     """A :class:`TagRetrievalModule` rebuilt from one of our checkpoint dicts, in eval mode, without any config tree."""
-    from tagretrieval.module import TagRetrievalModule
+    from tagretrieval.training.module import TagRetrievalModule
 
     if not is_ours(checkpoint):
         raise DataError("not a tagretrieval checkpoint (no model spec in its hyper_parameters)")
@@ -134,6 +135,9 @@ def data_config(checkpoint: dict) -> dict | None:
         if key not in stored or (key == "song_features" and stored[key] == {}):  # {}: song_features=none
             continue
         node = stored[key]
+        if isinstance(node, Mapping) and "_target_" in node:  # a checkpoint from before the move names the old path
+            node = {**node, "_target_": current_target(node["_target_"])}
+            stored = {**stored, key: node}
         target = node.get("_target_") if isinstance(node, Mapping) else None
         if target not in allowed:
             raise DataError(f"refusing the checkpoint's {key} config: _target_ {target!r} is not one of "

@@ -1,12 +1,12 @@
 """The hand-crafted features of a prepared dataset, computed once into the prepared folder and reloaded: the song
 vectors of the scikit-learn baselines (``baseline/source=handcrafted``) and of ``song_features=handcrafted``
-(:mod:`tagretrieval.song_features`, for ``model=features|fused``), one cache for both.
+(:mod:`tagretrieval.data.song_features`, for ``model=features|fused``), one cache for both.
 
 ``PREPARED/handcrafted_features.npz`` holds::
 
     manifest    JSON text: {"cache_version", "params": HandcraftedExtractor.params(), "names": [...]}
     track_ids   str [n_done]
-    values      float32 [n_done, n_features]   (every level: see tagretrieval.baselines.handcrafted)
+    values      float32 [n_done, n_features]   (every level: see tagretrieval.audio.handcrafted)
 
 The file is rewritten (atomically) every ``save_every`` new tracks, so an interrupted run resumes where it
 stopped; tracks of the dataset that are missing from it are computed, the others reused. A file made with
@@ -33,11 +33,11 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from tagretrieval.audio import AudioDecodeError, load_audio
-from tagretrieval.baselines.handcrafted import HandcraftedExtractor, feature_names
+from tagretrieval.audio.handcrafted import HandcraftedExtractor, feature_names
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.errors import UserError
-from tagretrieval.files import atomic_savez
-from tagretrieval.processes import exit_with_parent
+from tagretrieval.runtime.errors import UserError
+from tagretrieval.runtime.files import atomic_savez
+from tagretrieval.runtime.processes import exit_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ def name_to_midi(name: str) -> int | None:
 
 class PitchEncoder:
     """Fixed sinusoidal codes of the MIDI number of each tag (module docstring); same interface as the
-    encoders of :mod:`tagretrieval.tag_encoders`.
+    encoders of :mod:`tagretrieval.tags.encoders`.
 
     Args:
         dim: vector size (even): ``dim / 2`` sine/cosine pairs.

@@ -4,7 +4,7 @@ one-line report of a user's mistake.
 Part of the task layer (it reads the config). :func:`check` catches the commonest mistakes in well under a second
 (an unknown ``mode``, a required value left unset, a missing ``ckpt_path`` or a file that does not exist);
 :func:`user_error` decides which exceptions ``main.py`` prints as one ``error: ...`` line with exit status 2: the
-:class:`~tagretrieval.errors.UserError` s, also when Hydra's ``instantiate`` wrapped them. Everything else keeps its
+:class:`~tagretrieval.runtime.errors.UserError` s, also when Hydra's ``instantiate`` wrapped them. Everything else keeps its
 traceback, and so does everything with ``HYDRA_FULL_ERROR=1`` or a ``debug=`` option (:func:`show_traceback`).
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tagretrieval.errors import ConfigError, MissingFileError, UserError
-from tagretrieval.processes import resolve_start_method
+from tagretrieval.runtime.errors import ConfigError, MissingFileError, UserError
+from tagretrieval.runtime.processes import resolve_start_method
 
 # mode -> "module:function"; each function takes (cfg, output_dir). Imported lazily: a mode's dependencies
 # are only needed when it runs.

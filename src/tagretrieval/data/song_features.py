@@ -2,7 +2,7 @@
 and ``model=fused``.
 
 ``song_features=handcrafted`` computes the librosa statistics of the hand-crafted baselines
-(:mod:`tagretrieval.baselines.handcrafted`: MFCC, chroma, spectral shape, contrast, zero-crossing rate, RMS, summarised
+(:mod:`tagretrieval.audio.handcrafted`: MFCC, chroma, spectral shape, contrast, zero-crossing rate, RMS, summarised
 over the clip and over its beats, plus tempo) for every track with an audio file, once, into the prepared folder
 (``handcrafted_features.npz``, the cache ``mode=baseline +baseline=handcrafted_logreg`` reads and writes too: either
 fills it for the other). The cache is rewritten every ``save_every`` new tracks, so an interrupted run resumes; one
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tagretrieval.baselines.feature_cache import handcrafted_features
-from tagretrieval.baselines.handcrafted import LEVELS, HandcraftedExtractor
+from tagretrieval.data.feature_cache import handcrafted_features
+from tagretrieval.audio.handcrafted import LEVELS, HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.errors import ConfigError, DataError
-from tagretrieval.files import atomic_write_json
+from tagretrieval.runtime.errors import ConfigError, DataError
+from tagretrieval.runtime.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The tag branch needs one word vector per tag, ``[n_tags, dim]``: a few hundred kilobytes. Finding them can mean
 reading a whole word-vector file (GoogleNews: 3.6 GB in memory), and under DDP every rank would read it. Instead,
-the first process of a run folder computes the matrix under the folder's lock (:mod:`tagretrieval.data.lock`) and
+the first process of a run folder computes the matrix under the folder's lock (:mod:`tagretrieval.runtime.lock`) and
 writes ``<run_dir>/tag_vectors.npz``; the other ranks wait for the lock and load that file. It holds the key of the
 settings it was computed from, so a run folder reused with other settings computes it again.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagretrieval.data.lock import exclusive, lock_path_for
-from tagretrieval.files import atomic_savez
+from tagretrieval.runtime.lock import exclusive, lock_path_for
+from tagretrieval.runtime.files import atomic_savez
 
 TAG_VECTORS_FILE = "tag_vectors.npz"
 

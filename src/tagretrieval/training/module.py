@@ -15,13 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tagretrieval import metric_keys
-from tagretrieval.augment import MelAugment
+from tagretrieval.evaluation import metric_keys
+from tagretrieval.training.augment import MelAugment
 from tagretrieval.data.datamodule import to_model_layout
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import TagRetrievalModel, build_from_spec
-from tagretrieval.samplers import NEGATIVE_MODES, choose_negatives
-from tagretrieval.schedules import WarmupPlateau, warmup_factor
+from tagretrieval.data.samplers import NEGATIVE_MODES, choose_negatives
+from tagretrieval.training.schedules import WarmupPlateau, warmup_factor
 
 
 def scores_matrix(tag_embeddings: torch.Tensor, song_embeddings: torch.Tensor) -> torch.Tensor:
@@ -51,8 +51,8 @@ class TagRetrievalModule(L.LightningModule):
         optimizer: ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``); not needed to evaluate. It gets two
             parameter groups: weights, and the parameters weight decay should not shrink (biases, normalisation
             scales, the loss's scale and bias: every tensor of fewer than 2 dimensions), with ``weight_decay=0``.
-        scheduler: the learning-rate schedule (:class:`~tagretrieval.schedules.WarmupPlateau`), or None.
-        augment: training-mel augmentation (:class:`~tagretrieval.augment.MelAugment`), or None.
+        scheduler: the learning-rate schedule (:class:`~tagretrieval.training.schedules.WarmupPlateau`), or None.
+        augment: training-mel augmentation (:class:`~tagretrieval.training.augment.MelAugment`), or None.
         tag_encoder: the tag encoder's settings, kept so that queries can be embedded later.
         data_config: the data it is trained on, ``{"data": importer config, "audio": front-end config,
             "chunk_frames": int}`` (plain values), kept so that ``ckpt_path=`` modes use the same data by default.
@@ -157,7 +157,7 @@ class TagRetrievalModule(L.LightningModule):
                                                          "strict": False}}
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        """The warm-up (:func:`~tagretrieval.schedules.warmup_factor`): the first ``warmup_steps`` steps run at a
+        """The warm-up (:func:`~tagretrieval.training.schedules.warmup_factor`): the first ``warmup_steps`` steps run at a
         fraction of each group's rate; the decay on plateau owns the rate afterwards."""
         warmup = self.scheduler.warmup_steps if self.scheduler is not None else 0
         if self.global_step < warmup:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tagretrieval.files import atomic_savez
+from tagretrieval.runtime.files import atomic_savez
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 

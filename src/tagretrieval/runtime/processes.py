@@ -15,7 +15,7 @@ import multiprocessing.connection
 import os
 import threading
 
-from tagretrieval.errors import ConfigError
+from tagretrieval.runtime.errors import ConfigError
 
 _watching = False
 

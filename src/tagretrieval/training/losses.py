@@ -27,7 +27,7 @@ def _check_pair(name: str, anchor: Tensor, other: Tensor) -> None:
         raise ValueError(f"anchor and {name} must both be [batch, dim], got {list(anchor.shape)} and {list(other.shape)}")
 
 
-class TripletLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.TripletLoss"):
+class TripletLoss(SpecMixin, nn.Module, spec_target="tagretrieval.training.losses.TripletLoss"):
     """Cosine triplet loss of the paper: ``mean_i relu(margin - cos(a_i, p_i) + cos(a_i, n_i))``.
 
     Args:
@@ -69,7 +69,7 @@ class TripletLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.Triplet
         return (losses * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.InfoNCELoss"):
+class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.training.losses.InfoNCELoss"):
     """Tag-to-song InfoNCE over the batch: row ``i`` scores anchor tag ``i`` against every song.
 
     ``loss_i = -log softmax_j(cos(a_i, s_j) / temperature)[i]``, where song ``i`` is the positive and the
@@ -110,7 +110,7 @@ class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.InfoNCE
         return F.cross_entropy(logits, torch.arange(batch, device=logits.device))
 
 
-class MultiLabelLoss(SpecMixin, nn.Module, spec_target="tagretrieval.losses.MultiLabelLoss"):
+class MultiLabelLoss(SpecMixin, nn.Module, spec_target="tagretrieval.training.losses.MultiLabelLoss"):
     """Every song of the batch against every tag of the vocabulary: sigmoid cross-entropy on scaled cosines.
 
     ``logit[b, t] = exp(log_scale) * cos(song_b, tag_t) + bias``, ``loss = mean_{b,t} BCE(logit[b, t], label[b, t])``.
