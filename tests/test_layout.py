@@ -29,7 +29,11 @@ KNOWN_UPWARD = {("data.fma", "training.checkpoints"), ("data.fma", "training.mod
 
 def _layer(module: str) -> int:
     """The task layer is ``tasks.py`` and the modes' ``tasks``/``task`` modules of inference, baselines, reports."""
-    return LAYERS["tasks"] if module.rsplit(".", 1)[-1] in ("tasks", "task") else LAYERS[module.split(".")[0]]
+    if module.rsplit(".", 1)[-1] in ("tasks", "task"):
+        return LAYERS["tasks"]
+    package = module.split(".")[0]
+    assert package in LAYERS, f"tagretrieval.{package} has no layer: add it to LAYERS and docs/architecture.md"
+    return LAYERS[package]
 
 
 def _modules() -> dict[str, set[str]]:

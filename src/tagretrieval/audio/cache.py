@@ -28,9 +28,9 @@ from tagretrieval.audio.legacy_cache import LegacyMelCache
 from tagretrieval.audio.store import (
     CacheMismatchError,
     MelStore,
+    cache_params,
     check_mel,
     differences,
-    cache_params,
     read_layout_version,
 )
 from tagretrieval.runtime.processes import exit_with_parent
