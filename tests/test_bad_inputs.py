@@ -1,4 +1,4 @@
-"""The README's bad-input table ("Errors and bad inputs"), one test per row: a clear error (a UserError, which
+"""The bad-input table of docs/errors.md, one test per row: a clear error (a UserError, which
 main.py prints as one `error:` line with exit status 2) or a skip that is reported, and nothing written half.
 
 The fast tests run each row in-process; `test_every_row_through_main` (slow) types each one as a command.

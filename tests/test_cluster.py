@@ -267,8 +267,8 @@ def test_a_sweep_of_ddp_jobs_whose_processes_lightning_starts_runs_each_job_once
 # ---------------------------------------------------------------- run.sh, the paper grid as one sweep
 @pytest.mark.slow
 def test_run_sh_imports_once_then_sweeps_the_grid_as_local_jobs(tmp_path):
-    """``run.sh`` as the README gives it, on a miniature MSD500 release, the grid narrowed to two jobs (both word
-    vector sets) and run by submitit's local executor, as on a cluster."""
+    """``run.sh`` as docs/paper.md and docs/scale-out.md give it, on a miniature MSD500 release, the grid narrowed
+    to two jobs (both word vector sets) and run by submitit's local executor, as on a cluster."""
     from test_msd500 import write_msd
 
     data = tmp_path / "msd"

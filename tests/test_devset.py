@@ -27,7 +27,7 @@ SCRIPT = REPO / "scripts" / "build_devset.py"
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 N_CLIPS = 24   # every split can score tags (valid and test get 4 clips; at 12, valid gets 1)
 CATEGORIES = ["instrument", "texture", "composer", "collection", "tempo", "mode", "meter"]
-# collection -> composers, as the README's dev set section documents
+# collection -> composers, as docs/datasets/devset.md documents
 COMPOSERS = {"chorale": {"bach"}, "mass": {"palestrina"}, "madrigal": {"monteverdi"},
              "string quartet": {"beethoven", "mozart", "haydn"}, "folk song": {"traditional"},
              "fiddle tune": {"traditional"}}
@@ -89,7 +89,8 @@ def test_tags_categories_splits_and_audio_are_as_documented(devset):
 
 
 def test_imports_and_trains_with_data_folder(devset, tmp_path):
-    # the README's command (python main.py data=folder data.root=DEV model=acoustic), shortened by experiment=smoke;
+    # docs/datasets/devset.md's command (python main.py data=folder data.root=DEV model=acoustic), shortened by
+    # experiment=smoke;
     # at 24 clips some tags have no training clip, so no co-occurrence vector: they are dropped (the full set has
     # every tag in every split)
     run_task(["data=folder", f"data.root={devset}", "model=acoustic", "experiment=smoke", "progress=false",

@@ -183,7 +183,7 @@ def test_another_split_index_reuses_the_mels(jamendo_root):
     assert "mels: 0 computed, 30 already cached" in report_of(dataset)["notes"]
 
 
-# -- end to end: the README's commands ----------------------------------------------------------------------------
+# -- end to end: docs/datasets/jamendo.md's commands -----------------------------------------------------------------
 def test_main_prepare_only(jamendo_root, tmp_path):
     run_task(["mode=prepare", "data=jamendo", f"data.root={jamendo_root}", "data.max_skipped_fraction=0.1",
               "progress=false"], tmp_path)

@@ -54,7 +54,7 @@ def csv_value(run_dir: Path) -> float:
 
 
 def mlflow_value(run_dir: Path) -> float:
-    """Through the URI the README gives `mlflow ui` (relative to the folder main.py ran in, the current one)."""
+    """Through the URI docs/tracking.md gives `mlflow ui` (relative to the folder main.py ran in, the current one)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri="sqlite:///mlflow.db")

@@ -238,7 +238,7 @@ def test_all_188_tags_and_doctored_split_files(mtat_root, tmp_path):
             frontend=MelFrontend(), progress=False)
 
 
-# -- end to end: the README's commands ----------------------------------------------------------------------------
+# -- end to end: docs/datasets/mtat.md's commands --------------------------------------------------------------------
 def test_main_prepare_only(mtat_root, tmp_path):
     run_task(["mode=prepare", "data=mtat", f"data.root={mtat_root}", "data.max_skipped_fraction=0.2", "progress=false"],
              tmp_path)

@@ -47,7 +47,8 @@ def test_the_packaged_model_embeds_tags_and_free_text_offline_and_caches_a_vocab
 def test_sentence_tags_train_zero_shot_and_retrieve_songs_for_a_free_text_query(tmp_path, smoke_overrides):
     cache = tmp_path / "sentence_cache"
     run_dir = tmp_path / "run"
-    # the README's zero-shot command (a quarter of every category's tags held out), shortened by experiment=smoke
+    # docs/usage/evaluation.md's zero-shot command (a quarter of every category's tags held out), shortened by
+    # experiment=smoke
     run_task([*smoke_overrides, "tag_encoder=sentence", f"tag_encoder.cache_dir={cache}", "eval.unseen_tags=0.25"],
              run_dir)
     metrics = read_metrics(run_dir)
@@ -55,7 +56,7 @@ def test_sentence_tags_train_zero_shot_and_retrieve_songs_for_a_free_text_query(
     assert len(unseen) == 5 and {metrics["per_tag"][t]["category"] for t in unseen} == set(metrics["per_category"])
     assert not unseen & set(metrics["seen"]["per_tag"])
 
-    # the README's command, as typed
+    # docs/usage/trained-model.md's command, as typed
     out = tmp_path / "retrieve"
     result = run_main(["mode=retrieve", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f'query="{QUERY}"',
                        "top_k=3", f"hydra.run.dir={out}", "progress=false"])
