@@ -2,7 +2,7 @@
 
     python scripts/build_devset.py --out DEV [--n-clips 1000] [--seed 0] [--jobs 2]
 
-Prerequisites (Debian; see the README, "Real-music development set")::
+Prerequisites (Debian; see docs/datasets/devset.md)::
 
     apt-get install fluidsynth fluid-soundfont-gm      # the synthesizer and the FluidR3 General MIDI soundfont
     pip install -e ".[devset]"                         # music21 (the scores) and mido (MIDI files)

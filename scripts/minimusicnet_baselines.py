@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
-from tagretrieval.data.minimusicnet import micro_average_precision, read_split
+from tagretrieval.data.minimusicnet.importer import micro_average_precision, read_split
 from tagretrieval.tags.pitch import N_MIDI_NOTES, name_to_midi
 
 BLOCK_CLIPS = 8192

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from conftest import REPO, run_task
 from tagretrieval.audio import MelFrontend, MelStore
-from tagretrieval.data.folder import FolderImporter
+from tagretrieval.data.folder.importer import FolderImporter
 from tagretrieval.runtime.lock import exclusive, lock_path_for
 from tagretrieval.data.prepared import PreparedDataError, PreparedDataset
 from tagretrieval.data.report import TooManySkippedError
@@ -245,3 +245,53 @@ def test_two_concurrent_prepares_make_one_import_identical_to_a_single_run(tmp_p
         np.testing.assert_allclose(mel, mels_alone[track_id], rtol=0, atol=1e-3)
     # the folder's lock file lies beside it, and the second process reused the import instead of redoing it
     assert (root / ".prepared.lock").exists()
+
+
+# ---------------------------------------------------------------- the report a run copies (issue 17 item 11)
+def test_a_run_copies_its_own_import_report_when_another_job_reimports_the_folder(tmp_path, monkeypatch):
+    """Two sweep jobs share one prepared folder with different settings (here the split seed): the second imports
+    again the moment the first releases the lock. The report copied into the first run's folder must be the one
+    of its own import (copied under the lock), not the second job's."""
+    import logging
+
+    from tagretrieval import tasks
+
+    root = make_folder(tmp_path / "mydata")
+    real_copy = tasks.copy_report
+    second: dict = {}
+    waiting: list[str] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            waiting.append(record.getMessage())
+
+    def job(seed: int, out: Path) -> None:
+        run_task(["mode=prepare", "data=folder", f"data.root={root}", f"data.split_seed={seed}", "progress=false",
+                  "logger=none"], out)
+
+    def copy_then_let_the_other_job_in(prepared_dir, run_dir):
+        if not second:  # the first job, about to copy its report: the second job starts its import now
+            second["thread"] = threading.Thread(target=job, args=(1, tmp_path / "run_b"), daemon=True)
+            second["thread"].start()
+            deadline = time.monotonic() + 120
+            while second["thread"].is_alive() and not any("waiting for" in m for m in waiting):
+                assert time.monotonic() < deadline, "the second job neither finished nor waited for the lock"
+                time.sleep(0.05)
+        return real_copy(prepared_dir, run_dir)
+
+    handler = Seen(level=logging.INFO)
+    lock_log = logging.getLogger("tagretrieval.runtime.lock")
+    lock_log.addHandler(handler)
+    old_level = lock_log.level
+    lock_log.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the loggers' cached levels
+    monkeypatch.setattr(tasks, "copy_report", copy_then_let_the_other_job_in)
+    try:
+        job(0, tmp_path / "run_a")
+        second["thread"].join(timeout=300)
+    finally:
+        lock_log.removeHandler(handler)
+        lock_log.setLevel(old_level)
+    notes = {name: " ".join(json.loads((tmp_path / name / "prepare_report.json").read_text())["notes"])
+             for name in ("run_a", "run_b")}
+    assert "seed 0" in notes["run_a"] and "seed 1" not in notes["run_a"], notes
+    assert "seed 1" in notes["run_b"], notes

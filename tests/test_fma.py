@@ -18,7 +18,8 @@ import torch
 import soundfile as sf
 
 from tagretrieval.audio import MelFrontend, MelStore
-from tagretrieval.data import fma
+from tagretrieval.baselines import fma_genres
+from tagretrieval.data.fma import importer as fma
 
 from conftest import read_metrics, run_task
 
@@ -332,11 +333,11 @@ def test_bad_settings_are_refused(fma_root, tmp_path):
 
 def test_paper_baselines_on_separable_features(fma_root):
     dataset = importer(fma_root, subset="medium", tags="genre_top").prepare(frontend=MelFrontend(), progress=False)
-    out = fma.top_genre_baselines(dataset)
+    out = fma_genres.top_genre_baselines(dataset)
     assert out["n_classes"] == 4 and out["n_test"] == int((dataset.tracks["split"] == "test").sum())
     assert out["accuracy"]["logistic_regression"] >= 0.8 and out["accuracy"]["svm"] >= 0.5
     with pytest.raises(ValueError, match="genre_top"):
-        fma.top_genre_baselines(importer(fma_root).prepare(frontend=MelFrontend(), progress=False))
+        fma_genres.top_genre_baselines(importer(fma_root).prepare(frontend=MelFrontend(), progress=False))
 
 
 # -- end to end: python main.py data=fma ... (every pair of subset x tags x input values is covered) ----------
@@ -358,7 +359,7 @@ def test_main_trains_and_evaluates(fma_root, tmp_path, capsys, subset, tags, kin
     assert (tmp_path / "prepare_report.json").exists()
     if (subset, tags, kind) == ("medium", "genre_top", "features"):  # the documented baselines command
         capsys.readouterr()  # drop the training run's output
-        fma.main(["baselines", str(fma_root / "prepared" / "medium-features"),
+        fma_genres.main(["baselines", str(fma_root / "prepared" / "medium-features"),
                   "--checkpoint", str(tmp_path / "checkpoints" / "best.ckpt")])
         accuracy = json.loads(capsys.readouterr().out)["accuracy"]
         assert set(accuracy) == {"logistic_regression", "svm", "checkpoint"}

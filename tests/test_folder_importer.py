@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from tagretrieval.audio import MelFrontend, MelStore
-from tagretrieval.data.folder import FolderImporter
+from tagretrieval.data.folder.importer import FolderImporter
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.report import TooManySkippedError
 from tagretrieval.data.splits import artist_disjoint_split

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data import jamendo
+from tagretrieval.data.jamendo import importer as jamendo
 from tagretrieval.data.report import PrepareReport
 
 from conftest import read_metrics, run_task

@@ -17,7 +17,7 @@ import torch
 from sklearn.linear_model import Ridge
 from sklearn.metrics import average_precision_score
 
-from tagretrieval.data import minimusicnet as mm
+from tagretrieval.data.minimusicnet import importer as mm
 from tagretrieval.tags.pitch import PitchEncoder, midi_to_name, name_to_midi
 
 from conftest import REPO, read_metrics, run_task

@@ -15,13 +15,13 @@ import soundfile as sf
 from conftest import read_metrics, run_task
 
 from tagretrieval.audio import MelFrontend, MelStore, cache_params
-from tagretrieval.data.cf_factors import (
+from tagretrieval.data.msd500.cf_factors import (
     CFTable, als_item_factors, read_sid_mismatches, read_triplets, song_of_track,
 )
-from tagretrieval.data.msd500 import MSD500Importer
-from tagretrieval.data.msd500_raw import read_track_tags, top_tags
-from tagretrieval.data.msd500_release import RestrictedUnpickler, UnsafePickleError, load_word_vector_pickle
-from tagretrieval.data.msd500_specs import adopt_spectrograms, spec_path
+from tagretrieval.data.msd500.importer import MSD500Importer
+from tagretrieval.data.msd500.raw import read_track_tags, top_tags
+from tagretrieval.data.msd500.release import RestrictedUnpickler, UnsafePickleError, load_word_vector_pickle
+from tagretrieval.data.msd500.specs import adopt_spectrograms, spec_path
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.tags.prepared import PreparedVectors

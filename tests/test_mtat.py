@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data import mtat
+from tagretrieval.data.mtat import importer as mtat
 from tagretrieval.data.report import TooManySkippedError
 
 from conftest import read_metrics, run_task

@@ -58,7 +58,7 @@ def test_a_crafted_model_spec_is_refused_through_main_and_writes_nothing(tmp_pat
 
 def test_a_crafted_tag_encoder_or_data_config_is_refused(trained_run, tmp_path):
     checkpoint = torch.load(best_checkpoint(trained_run), weights_only=True)
-    assert data_config(checkpoint)["data"]["_target_"] == "tagretrieval.data.synthetic_importer.SyntheticImporter"
+    assert data_config(checkpoint)["data"]["_target_"] == "tagretrieval.data.synthetic.SyntheticImporter"
     crafted = {
         "tag_encoder": {**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"],
                                                            "tag_encoder": crafted_spec(tmp_path)}},

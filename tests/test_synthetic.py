@@ -23,8 +23,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from tagretrieval.data import synthetic
-from tagretrieval.data.synthetic import (
+from tagretrieval.data.synthetic import generate as synthetic
+from tagretrieval.data.synthetic.generate import (
     AUDIBLE_CATEGORIES,
     GENERATOR_VERSION,
     INAUDIBLE_CATEGORIES,

@@ -69,7 +69,9 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
         dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
         if cfg.song_features:  # computed into the prepared folder under the same lock (tagretrieval.data.song_features)
             dataset = instantiate(cfg.song_features).attach(dataset, report_dir=output_dir, progress=cfg.progress)
-    report = copy_report(importer.prepared_dir, output_dir)
+        # under the lock: a job sharing the prepared folder (a sweep over protocols or split indices) may import
+        # into it the moment the lock is released, replacing the report
+        report = copy_report(importer.prepared_dir, output_dir)
     log.info("prepared dataset '%s' at %s: %d tracks, %d tags; %s", dataset.name, importer.prepared_dir,
              len(dataset.tracks), len(dataset.tags), skipped_summary(report) if report else "no import report")
     if cfg.mode in ("train", "test", "baseline"):  # the modes that report P@k
@@ -354,7 +356,7 @@ def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | No
                               if stopping else "no early stopping, ")
                  + f"at most {cfg.trainer.max_epochs} epochs, validation every "
                    f"{cfg.trainer.get('check_val_every_n_epoch', 1)} epoch(s)"))
-    log.info("%s", recipe_block(rows, title="recipe (README \"Recipe\"; override any of it on the command line):"))
+    log.info("%s", recipe_block(rows, title="recipe (docs/recipe.md; override any of it on the command line):"))
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:

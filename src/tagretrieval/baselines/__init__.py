@@ -9,6 +9,7 @@ module                      what
 ``probe``                   linear probe, kNN and PCA of any song vectors
 ``topics``                  LSI and LDA topics of the tag lists (gensim)
 ``bce_cnn``                 the short-chunk CNN trained as a sigmoid/BCE tagger (Lightning)
+``fma_genres``              the FMA paper's top-genre baselines (a command, docs/datasets/fma.md)
 ``tasks``                   the Hydra task (``mode=baseline``)
 ==========================  =====================================================================
 

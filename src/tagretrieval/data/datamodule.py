@@ -9,8 +9,8 @@ Loader workers start from a fork server (``loader.start_method: forkserver``, :f
 forking the training process. A fork copies a process that runs threads (DDP's gloo threads, a previous loader's
 queue threads ending, tqdm's monitor), and on CPython before 3.11.10 a fork taken while another thread creates or
 ends its thread state leaves the child waiting forever on a lock that no thread will release (CPython gh-112275):
-the run hangs at the start of an epoch, every rank waiting for a batch (seen here on 3.11.7, README "Training on
-GPUs"). The fork server is a fresh process that has imported this module and nothing else runs in it; workers fork
+the run hangs at the start of an epoch, every rank waiting for a batch (seen here on 3.11.7, docs/scale-out.md,
+"Training on GPUs"). The fork server is a fresh process that has imported this module and nothing else runs in it; workers fork
 from it in milliseconds, and the songs' labels and vectors reach them through shared memory, once for all workers
 (:meth:`SongInputs.__getstate__`), as a fork would have shared them.
 """

@@ -59,6 +59,8 @@ MOVED: dict[str, str] = {
     "tagretrieval.tag_encoders.Learned": "tagretrieval.tags.encoders.Learned",
     "tagretrieval.tag_encoders.Word2VecFile": "tagretrieval.tags.encoders.Word2VecFile",
     "tagretrieval.song_features.HandcraftedSongFeatures": "tagretrieval.data.song_features.HandcraftedSongFeatures",
+    # the dataset sub-packages (data/<dataset>/); the other importers kept their paths (each package exports its class)
+    "tagretrieval.data.synthetic_importer.SyntheticImporter": "tagretrieval.data.synthetic.SyntheticImporter",
 }
 
 

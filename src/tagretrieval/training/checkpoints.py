@@ -28,7 +28,7 @@ DATA_IMPORTERS: frozenset[str] = frozenset({
     "tagretrieval.data.minimusicnet.MiniMusicNetImporter",
     "tagretrieval.data.msd500.MSD500Importer",
     "tagretrieval.data.mtat.MTATImporter",
-    "tagretrieval.data.synthetic_importer.SyntheticImporter",
+    "tagretrieval.data.synthetic.SyntheticImporter",
 })
 AUDIO_FRONTEND = "tagretrieval.audio.MelFrontend"
 SONG_FEATURES: frozenset[str] = frozenset({"tagretrieval.data.song_features.HandcraftedSongFeatures"})  # conf/song_features

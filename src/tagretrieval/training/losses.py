@@ -115,7 +115,7 @@ class MultiLabelLoss(SpecMixin, nn.Module, spec_target="tagretrieval.training.lo
 
     ``logit[b, t] = exp(log_scale) * cos(song_b, tag_t) + bias``, ``loss = mean_{b,t} BCE(logit[b, t], label[b, t])``.
 
-    Why (README "Recipe"): a triplet step teaches each anchor tag one positive and one negative song, a few hundred
+    Why (docs/recipe.md): a triplet step teaches each anchor tag one positive and one negative song, a few hundred
     comparisons per batch, most of them already satisfied; this loss sees all ``batch x n_tags`` labels of the
     batch, as the BCE classifier does, and keeps what BCE cannot do: tags are still embeddings of word vectors
     (unseen words and zero-shot queries keep working) and songs and tags stay in one cosine space. One scale and

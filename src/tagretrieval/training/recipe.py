@@ -1,6 +1,6 @@
 """The training recipe's automatic settings: what a ``null`` in the config becomes, from the data and the device.
 
-Two settings are chosen at start unless given (README "Recipe"); the task layer fills them in and prints the whole
+Two settings are chosen at start unless given (docs/recipe.md); the task layer fills them in and prints the whole
 recipe as one block (:func:`recipe_block`):
 
 - ``sampler.pairs_per_epoch: null``: :func:`auto_pairs_per_epoch`, ``CROPS_PER_SONG`` training crops per training
@@ -26,7 +26,7 @@ __all__ = ["CPU_CNN_CHANNELS", "CROPS_PER_SONG", "GPU_CNN_CHANNELS", "MAX_CROPS_
            "auto_cnn_channels", "auto_pairs_per_epoch", "recipe_block"]
 
 CPU_CNN_CHANNELS: tuple[int, ...] = (8, 16, 16, 32, 32, 64, 128)
-"""Twice the demo CNN's widths: on 2 CPU cores 1.3x its time per crop (README "Recipe": measured)."""
+"""Twice the demo CNN's widths: on 2 CPU cores 1.3x its time per crop (docs/recipe.md: measured)."""
 GPU_CNN_CHANNELS: tuple[int, ...] = tuple(PAPER_CNN_CHANNELS)
 CROPS_PER_SONG = 4
 """Training crops per training song and epoch."""

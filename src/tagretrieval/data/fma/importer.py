@@ -31,32 +31,25 @@ were computed from broken audio), unparsable genre lists, unknown split values, 
 features.csv or with NaN/inf features, missing/undecodable/silent/too short audio files, tags with fewer
 than ``min_train_tracks`` training tracks, and tracks left without tags.
 
-``python -m tagretrieval.data.fma baselines PREPARED_DIR`` fits the FMA paper's top-genre baselines (logistic
-regression and SVM on the standardised features, train split -> test split) on a prepared folder made with
-``tags=genre_top input=features``, and with ``--checkpoint`` reports our model's top-genre accuracy too.
+The FMA paper's top-genre baselines on such an import are :mod:`tagretrieval.baselines.fma_genres`.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import csv
-import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import MelFrontend, cache_params, open_for_prepare, prepare_mels
+from tagretrieval.audio import MelFrontend
+from tagretrieval.data.importer import Imported, Importer, drop_untagged, multi_hot, train_counts
 from tagretrieval.data.inputs import AUDIO, FEATURES
-from tagretrieval.data.prepared import (
-    SPLITS, accept_import, load_if_current, normalise_split, PreparedDataset, write_prepared,
-)
+from tagretrieval.data.prepared import SPLITS, normalise_split
 from tagretrieval.data.report import PrepareReport
 
-IMPORT_VERSION = 1
 """Bump when the import logic changes: a prepared folder made by another version is imported again."""
 SUBSETS: dict[str, tuple[str, ...]] = {
     "small": ("small",),
@@ -190,7 +183,7 @@ def read_features(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
     return [track_key(i) for i in values.index], values.to_numpy(dtype=np.float32), names
 
 
-class FMAImporter:
+class FMAImporter(Importer):
     """Imports FMA (layout and rules in the module docstring) into the prepared format at ``prepared_dir``.
 
     Args:
@@ -200,11 +193,11 @@ class FMAImporter:
         input: ``features`` or ``audio``.
         audio_dir: the subset's audio folder (``root/fma_<subset>``).
         min_train_tracks: tags with fewer training tracks are dropped (reported).
-        min_seconds: shorter audio is skipped (``input=audio``).
-        max_skipped_fraction: fail (after writing the report) if more candidates are skipped.
-        num_workers: processes computing mels (``input=audio``); 0 = in-process.
-        cache_dtype: ``float32`` or ``float16`` mel cache.
+        min_seconds, max_skipped_fraction, num_workers, cache_dtype: as in :class:`~tagretrieval.data.importer.Importer`
+            (``min_seconds``, ``num_workers``, ``cache_dtype``: ``input="audio"`` only).
     """
+
+    IMPORT_VERSION = 1
 
     def __init__(
         self,
@@ -228,55 +221,44 @@ class FMAImporter:
                 raise ValueError(f"data.{key}={value!r} is not one of {list(allowed)}")
         if min_train_tracks < 1:
             raise ValueError(f"data.min_train_tracks must be >= 1, got {min_train_tracks}")
-        self.root = Path(root)
-        self.prepared_dir = Path(prepared_dir)
+        super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
+                         num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
         self.audio_dir = Path(audio_dir)
-        self.name = name
         self.subset = subset
         self.tags = tags
         self.input = input
         self.min_train_tracks = min_train_tracks
-        self.min_seconds = min_seconds
-        self.max_skipped_fraction = max_skipped_fraction
-        self.num_workers = num_workers
-        self.cache_dtype = cache_dtype
 
     @property
     def metadata_dir(self) -> Path:
         return self.root / "fma_metadata"
 
     def song_inputs(self) -> frozenset[str]:
-        """What the import will hold for the song branch (:mod:`tagretrieval.data.inputs`): ``data.input``."""
+        """``data.input``: the precomputed features or audio."""
         return frozenset({FEATURES} if self.input == "features" else {AUDIO})
 
-    def source(self) -> dict:
-        """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""
-        source = {
-            "importer": type(self).__name__, "version": IMPORT_VERSION, "root": str(self.root.resolve()),
-            "subset": self.subset, "tags": self.tags, "input": self.input, "min_train_tracks": self.min_train_tracks,
-        }
+    def settings(self) -> dict:
+        settings = {"subset": self.subset, "tags": self.tags, "input": self.input,
+                    "min_train_tracks": self.min_train_tracks}
         if self.input == "audio":
-            source.update(audio_dir=str(self.audio_dir.resolve()), min_seconds=self.min_seconds)
-        return source
+            settings.update(audio_dir=str(self.audio_dir.resolve()), min_seconds=self.min_seconds)
+        return settings
 
-    def load_existing(self) -> PreparedDataset | None:
-        """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
+    def report_name(self) -> str:
+        return f"{self.name}-{self.subset}"
 
-    def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
-        """Import (or reuse) the prepared dataset; ``frontend`` computes the mels of ``input="audio"``."""
-        if not self.root.exists():
-            raise FileNotFoundError(f"data.root does not exist: {self.root.resolve()}")
-        existing = self.load_existing()
-        if existing is not None:
-            return existing
-        report = PrepareReport(dataset=f"{self.name}-{self.subset}")
+    def read(self, report: PrepareReport, *, frontend: MelFrontend, progress: bool) -> Imported:
         table, categories = self._candidates(report)
         if self.input == "features":
             table, features = self._attach_features(table, report)
         else:
-            table, features = self._attach_audio(table, report, frontend=frontend, progress=progress), None
-        return self._finish(table, features, categories, report)
+            paths = {t: fma_audio_path(self.audio_dir, t) for t in table["track_id"]}
+            table = self.attach_audio(
+                table, paths, report, frontend=frontend, progress=progress, audio_dir=self.audio_dir,
+                not_found=f"FMA audio folder not found: {self.audio_dir} (data.audio_dir; unzip "
+                          f"fma_{self.subset}.zip into data.root, or use data.input=features)")
+            features = None
+        return self._labels(table, features, categories, report)
 
     # -- steps -------------------------------------------------------------------------------------------
     def _candidates(self, report: PrepareReport) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -358,124 +340,19 @@ class FMAImporter:
         table["audio_path"] = [str(p.resolve()) if p.is_file() else "" for p in paths]
         return table, values[[row_of[t] for t in table["track_id"]]]
 
-    def _attach_audio(self, table: pd.DataFrame, report: PrepareReport, *, frontend: MelFrontend,
-                      progress: bool) -> pd.DataFrame:
-        if not self.audio_dir.is_dir():
-            raise FileNotFoundError(f"FMA audio folder not found: {self.audio_dir} (data.audio_dir; unzip "
-                                    f"fma_{self.subset}.zip into data.root, or use data.input=features)")
-        paths = {t: fma_audio_path(self.audio_dir, t) for t in table["track_id"]}
-        present = np.array([paths[t].is_file() for t in table["track_id"]])
-        for track_id in table.loc[~present, "track_id"]:
-            report.skip("missing audio", track_id, f"no {paths[track_id]}")
-        table = table[present].reset_index(drop=True)
-        cache = open_for_prepare(self.prepared_dir / "mels",
-                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
-        outcome = prepare_mels(cache, [(t, paths[t]) for t in table["track_id"]], frontend,
-                               num_workers=self.num_workers, min_seconds=self.min_seconds, progress=progress)
-        for track_id, reason in outcome.skipped.items():
-            report.skip(reason.split(":")[0], track_id, reason)
-        table = table[table["track_id"].isin(set(outcome.done)).to_numpy()].reset_index(drop=True)
-        table["audio_path"] = [str(paths[t].resolve()) for t in table["track_id"]]
-        return table
-
-    def _finish(self, table: pd.DataFrame, features: np.ndarray | None, categories: dict[str, str],
-                report: PrepareReport) -> PreparedDataset:
-        train = (table["split"] == "train").to_numpy()
-        counts = Counter(t for tags in table.loc[train, "tags"] for t in tags)
+    def _labels(self, table: pd.DataFrame, features: np.ndarray | None, categories: dict[str, str],
+                report: PrepareReport) -> Imported:
+        counts = train_counts(table)
         all_tags = sorted({t for tags in table["tags"] for t in tags})
         for tag in all_tags:
             if counts[tag] < self.min_train_tracks:
                 report.skip("tag: too rare in train", tag,
                             f"{counts[tag]} training track(s) < data.min_train_tracks={self.min_train_tracks}")
         tags = [t for t in all_tags if counts[t] >= self.min_train_tracks]
-        column = {t: j for j, t in enumerate(tags)}
-        labels = np.zeros((len(table), len(tags)), dtype=np.uint8)
-        for i, track_tags in enumerate(table["tags"]):
-            labels[i, [column[t] for t in track_tags if t in column]] = 1
-        tagged = labels.any(axis=1)
-        for track_id in table.loc[~tagged, "track_id"]:
-            report.skip("no tags", track_id, "none of its genres is kept")
-        table, labels = table[tagged].reset_index(drop=True), labels[tagged]
-        features = None if features is None else features[tagged]
-        if len(table) == 0 or not tags:
-            raise ValueError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
+        table, labels, (features,) = drop_untagged(table, multi_hot(table["tags"], tags), report,
+                                                   detail="none of its genres is kept", arrays=(features,))
         missing_splits = sorted(set(SPLITS) - set(table["split"]))
-        if missing_splits:
+        if missing_splits and len(table):
             report.note(f"no track in split(s) {missing_splits}")
-        report.n_kept = len(table)
-        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
-        return write_prepared(
-            self.prepared_dir, name=f"{self.name}-{self.subset}", tracks=table, tags=tags,
-            categories=[categories[t] for t in tags], labels=labels, features=features, source=self.source(),
-        )
-
-
-# -- the FMA paper's baselines ---------------------------------------------------------------------------
-def top_genre_baselines(dataset: PreparedDataset, *, seed: int = 0) -> dict:
-    """Top-genre accuracy of the FMA paper's baselines on a ``tags=genre_top input=features`` dataset.
-
-    As in the FMA paper (Defferrard et al., ISMIR 2017, table 4): features standardised with the training
-    split's statistics, scikit-learn ``LogisticRegression`` and ``SVC`` (RBF) fitted on the train split and
-    scored on the test split. Reference on ``medium``: LR 61 %, SVM 63 % (kNN 52 %, MLP 58 %).
-
-    Returns:
-        ``{"n_train", "n_test", "n_classes", "accuracy": {"logistic_regression": float, "svm": float}}``.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
-    x_train, y_train, x_test, y_test = _single_label_split(dataset)
-    scaler = StandardScaler().fit(x_train)
-    x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
-    models = {"logistic_regression": LogisticRegression(max_iter=1000, random_state=seed),
-              "svm": SVC(random_state=seed)}
-    accuracy = {name: float((model.fit(x_train, y_train).predict(x_test) == y_test).mean())
-                for name, model in models.items()}
-    return {"n_train": len(y_train), "n_test": len(y_test), "n_classes": len(dataset.tags), "accuracy": accuracy}
-
-
-def checkpoint_top_genre_accuracy(dataset: PreparedDataset, checkpoint: str | Path) -> float:
-    """Test-split top-genre accuracy of one of our ``model=features`` checkpoints: argmax of the cosine scores."""
-    import torch
-
-    from tagretrieval.training.checkpoints import load_module
-    from tagretrieval.training.module import scores_matrix
-
-    module = load_module(checkpoint)
-    data = dataset.select_tags(module.tags)
-    _, _, x_test, y_test = _single_label_split(data)
-    with torch.no_grad():
-        songs = module.model.embed_songs(features=torch.from_numpy(x_test))
-        scores = scores_matrix(module.tag_embeddings(), songs)  # [n_tags, n_test]
-    return float((scores.argmax(dim=0).numpy() == y_test).mean())
-
-
-def _single_label_split(dataset: PreparedDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if dataset.features is None:
-        raise ValueError(f"{dataset.root} has no features.npy: prepare it with data.input=features")
-    if (dataset.labels.sum(axis=1) != 1).any():
-        raise ValueError(f"{dataset.root}: top-genre accuracy needs exactly one tag per track "
-                         "(prepare it with data.tags=genre_top)")
-    train, test = dataset.split_indices("train"), dataset.split_indices("test")
-    classes = dataset.labels.argmax(axis=1)
-    return dataset.features[train], classes[train], dataset.features[test], classes[test]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tagretrieval.data.fma", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    baselines = commands.add_parser("baselines", help="the FMA paper's top-genre baselines on a prepared folder")
-    baselines.add_argument("prepared_dir", help="made with data=fma data.tags=genre_top data.input=features")
-    baselines.add_argument("--checkpoint", help="also score one of our model=features checkpoints")
-    args = parser.parse_args(argv)
-    dataset = PreparedDataset.load(args.prepared_dir)
-    out = top_genre_baselines(dataset)
-    if args.checkpoint:
-        out["accuracy"]["checkpoint"] = checkpoint_top_genre_accuracy(dataset, args.checkpoint)
-    json.dump(out, sys.stdout, indent=2)
-    print()
-
-
-if __name__ == "__main__":
-    main()
+        return Imported(tracks=table, tags=tags, categories=[categories[t] for t in tags], labels=labels,
+                        features=features)

@@ -41,11 +41,12 @@ from tqdm.auto import tqdm
 
 from tagretrieval.audio import MelFrontend
 from tagretrieval.data.inputs import FEATURES
-from tagretrieval.data.prepared import SPLITS, accept_import, load_if_current, PreparedDataset, write_prepared
+from tagretrieval.data.importer import Imported, Importer
+from tagretrieval.data.prepared import SPLITS
 from tagretrieval.data.report import PrepareReport
+from tagretrieval.runtime.errors import MissingFileError
 from tagretrieval.tags.pitch import N_MIDI_NOTES, midi_octave, midi_to_name
 
-IMPORT_VERSION = 1
 """Bump when the import (or the feature computation) changes: older prepared folders are imported again."""
 FEATURE_NAME = "log1p_abs_rfft_hann"
 _BLOCK_CLIPS = 1024  # clips per block when computing features (bounds memory for any N)
@@ -139,7 +140,7 @@ def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return audio, labels.astype(bool)
 
 
-class MiniMusicNetImporter:
+class MiniMusicNetImporter(Importer):
     """Imports ``root`` (layout and rules in the module docstring) into the prepared format at ``prepared_dir``.
 
     Args:
@@ -149,6 +150,8 @@ class MiniMusicNetImporter:
         min_train_clips: notes sounding in fewer training clips are dropped (reported).
         max_skipped_fraction: fail (after writing the report) if more clips are skipped.
     """
+
+    IMPORT_VERSION = 1
 
     def __init__(
         self,
@@ -166,40 +169,28 @@ class MiniMusicNetImporter:
             raise ValueError("clips_per_recording and min_train_clips must be >= 1, got "
                              f"{clips_per_recording} and {min_train_clips}")
         n_spectrum_bins(n_samples=2, sample_rate=sample_rate, fmax_hz=fmax_hz)  # validates fmax_hz
-        self.root = Path(root)
-        self.prepared_dir = Path(prepared_dir)
-        self.name = name
+        super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction)
         self.sample_rate = sample_rate
         self.fmax_hz = fmax_hz
         self.clips_per_recording = clips_per_recording
         self.min_train_clips = min_train_clips
-        self.max_skipped_fraction = max_skipped_fraction
 
     def song_inputs(self) -> frozenset[str]:
         """What the import holds for the song branch (:mod:`tagretrieval.data.inputs`): each clip's spectrum."""
         return frozenset({FEATURES})
 
-    def source(self) -> dict:
-        """What the prepared data depends on: a changed value triggers a new import."""
+    def settings(self) -> dict:
         return {
-            "importer": type(self).__name__, "version": IMPORT_VERSION, "root": str(self.root.resolve()),
             "features": FEATURE_NAME, "sample_rate": self.sample_rate, "fmax_hz": self.fmax_hz,
             "clips_per_recording": self.clips_per_recording, "min_train_clips": self.min_train_clips,
         }
 
-    def load_existing(self) -> PreparedDataset | None:
-        """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
-
-    def prepare(self, *, frontend: MelFrontend | None = None, progress: bool = True) -> PreparedDataset:
-        """Import (or reuse) the prepared dataset. ``frontend`` is accepted for the importer interface and
-        unused: the clips are too short for the mel front end (module docstring)."""
+    def check_root(self) -> None:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data.root is not a folder: {self.root.resolve()}")
-        existing = self.load_existing()
-        if existing is not None:
-            return existing
-        report = PrepareReport(dataset=self.name)
+            raise MissingFileError(f"data.root is not a folder: {self.root.resolve()}")
+
+    def read(self, report: PrepareReport, *, frontend: MelFrontend | None, progress: bool) -> Imported:
+        """``frontend`` is unused: the clips are too short for the mel front end (module docstring)."""
         tracks, labels, features = [], [], []
         n_samples = None
         for split in SPLITS:
@@ -222,7 +213,7 @@ class MiniMusicNetImporter:
             features.append(split_features[finite])
         table = pd.concat(tracks, ignore_index=True)
         labels_all, features_all = np.concatenate(labels), np.concatenate(features)
-        return self._finish(table, labels_all, features_all, report)
+        return self._labels(table, labels_all, features_all, report)
 
     def _spectra(self, audio: np.ndarray, *, split: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """Features ``float32 [N, n_bins]`` (zero rows for non-finite clips) and the finite-clip mask ``[N]``."""
@@ -238,8 +229,8 @@ class MiniMusicNetImporter:
                                                               fmax_hz=self.fmax_hz)
         return out, finite
 
-    def _finish(self, table: pd.DataFrame, labels: np.ndarray, features: np.ndarray,
-                report: PrepareReport) -> PreparedDataset:
+    def _labels(self, table: pd.DataFrame, labels: np.ndarray, features: np.ndarray,
+                report: PrepareReport) -> Imported:
         tags, categories = note_tags()
         train = (table["split"] == "train").to_numpy()
         train_counts = labels[train].sum(axis=0)
@@ -252,10 +243,5 @@ class MiniMusicNetImporter:
         silent = int((~labels.any(axis=1)).sum())
         if silent:
             report.note(f"{silent} clip(s) have no (kept) note sounding; kept as negatives for every note")
-        report.n_kept = len(table)
-        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
-        return write_prepared(
-            self.prepared_dir, name=self.name, tracks=table, tags=[t for t, k in zip(tags, keep) if k],
-            categories=[c for c, k in zip(categories, keep) if k], labels=labels, features=features,
-            source=self.source(),
-        )
+        return Imported(tracks=table, tags=[t for t, k in zip(tags, keep) if k],
+                        categories=[c for c, k in zip(categories, keep) if k], labels=labels, features=features)

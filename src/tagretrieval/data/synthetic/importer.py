@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data.folder import FolderImporter
+from tagretrieval.data.folder.importer import FolderImporter
 from tagretrieval.data.inputs import AUDIO, CF
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.data.synthetic import SyntheticSpec, generate_synthetic
+from tagretrieval.data.synthetic.generate import SyntheticSpec, generate_synthetic
 
 
 class SyntheticImporter:

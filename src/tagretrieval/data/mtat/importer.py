@@ -50,18 +50,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import MelFrontend, cache_params, open_for_prepare, prepare_mels
+from tagretrieval.audio import MelFrontend
+from tagretrieval.data.importer import Imported, Importer
 from tagretrieval.data.inputs import AUDIO
-from tagretrieval.data.prepared import SPLITS, accept_import, load_if_current, PreparedDataset, write_prepared
+from tagretrieval.data.prepared import SPLITS
 from tagretrieval.data.report import PrepareReport
 
-IMPORT_VERSION = 1
 """Bump when the import logic changes: a prepared folder made by another version is imported again."""
 PROTOCOLS: tuple[str, ...] = ("won", "pons")
 TAG_SETS: tuple[str, ...] = ("top50", "all")
 WON_FILES: dict[str, str] = {"train": "train.npy", "valid": "valid.npy", "test": "test.npy"}
 PONS_FILES: dict[str, str] = {"train": "train_gt_mtt.tsv", "valid": "val_gt_mtt.tsv", "test": "test_gt_mtt.tsv"}
-CATEGORY_TABLE = "mtat_tag_categories.csv"
+CATEGORY_TABLE = "tag_categories.csv"
 OTHER_CATEGORY = "other"
 
 ANNOTATION_TAGS: tuple[str, ...] = (
@@ -214,7 +214,7 @@ def read_pons_gt(path: str | Path) -> list[tuple[str, np.ndarray]]:
 
 def read_tag_categories() -> dict[str, str]:
     """The shipped category table (``mtat_tag_categories.csv``): tag -> genre / instrument / mood / other."""
-    text = resources.files("tagretrieval.data").joinpath(CATEGORY_TABLE).read_text()
+    text = resources.files("tagretrieval.data.mtat").joinpath(CATEGORY_TABLE).read_text()
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     table = pd.read_csv(io.StringIO("\n".join(lines)), dtype=str, keep_default_na=False)
     return dict(zip(table["tag"], table["category"]))
@@ -225,7 +225,7 @@ def clip_artist(mp3_path: str) -> str:
     return Path(mp3_path).name.split("-")[0]
 
 
-class MTATImporter:
+class MTATImporter(Importer):
     """Imports MagnaTagATune (layout and rules in the module docstring) into the prepared format at ``prepared_dir``.
 
     Args:
@@ -236,11 +236,10 @@ class MTATImporter:
         split_dir: the protocol's split files (``won``: sota's ``split/mtat``; ``pons``: musicnn's ``data/index/mtt``).
         split: ``won`` or ``pons``.
         tags: ``top50`` or ``all``.
-        min_seconds: shorter audio is skipped.
-        max_skipped_fraction: fail (after writing the report) if more candidate clips are skipped.
-        num_workers: processes computing mels; 0 = in-process.
-        cache_dtype: ``float32`` or ``float16`` mel cache.
+        min_seconds, max_skipped_fraction, num_workers, cache_dtype: as in :class:`~tagretrieval.data.importer.Importer`.
     """
+
+    IMPORT_VERSION = 1
 
     def __init__(
         self,
@@ -261,53 +260,41 @@ class MTATImporter:
         for key, value, allowed in (("split", split, PROTOCOLS), ("tags", tags, TAG_SETS)):
             if value not in allowed:
                 raise ValueError(f"data.{key}={value!r} is not one of {list(allowed)}")
-        self.root = Path(root)
-        self.prepared_dir = Path(prepared_dir)
+        super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
+                         num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
         self.annotations = Path(annotations)
         self.audio_dir = Path(audio_dir)
         self.split_dir = Path(split_dir)
-        self.name = name
         self.split = split
         self.tags = tags
-        self.min_seconds = min_seconds
-        self.max_skipped_fraction = max_skipped_fraction
-        self.num_workers = num_workers
-        self.cache_dtype = cache_dtype
 
     def song_inputs(self) -> frozenset[str]:
-        """What the import holds for the song branch (:mod:`tagretrieval.data.inputs`): audio."""
+        """Audio."""
         return frozenset({AUDIO})
 
-    def source(self) -> dict:
-        """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""
+    def settings(self) -> dict:
         return {
-            "importer": type(self).__name__, "version": IMPORT_VERSION, "root": str(self.root.resolve()),
             "annotations": str(self.annotations.resolve()), "audio_dir": str(self.audio_dir.resolve()),
             "split_dir": str(self.split_dir.resolve()), "split": self.split, "tags": self.tags,
             "min_seconds": self.min_seconds,
         }
 
-    def load_existing(self) -> PreparedDataset | None:
-        """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source(),
-                               max_skipped_fraction=self.max_skipped_fraction)
+    def report_name(self) -> str:
+        return f"{self.name}-{self.split}"
 
-    def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
-        """Import (or reuse) the prepared dataset; ``frontend`` computes the mels."""
-        if not self.root.exists():
-            raise FileNotFoundError(f"data.root does not exist: {self.root.resolve()}")
-        existing = self.load_existing()
-        if existing is not None:
-            return existing
-        report = PrepareReport(dataset=f"{self.name}-{self.split}")
+    def read(self, report: PrepareReport, *, frontend: MelFrontend, progress: bool) -> Imported:
         annotations = read_annotations(self.annotations)
         columns = self._tag_columns(annotations, report)
         members = self._members_won(annotations, report) if self.split == "won" else \
             self._members_pons(annotations, report)
         table = self._usable(members, annotations, report)
-        table = self._attach_audio(table, report, frontend=frontend, progress=progress)
+        paths = {t: self.audio_dir / p for t, p in zip(table["track_id"], table["mp3_path"])}
+        table = self.attach_audio(
+            table, paths, report, frontend=frontend, progress=progress, audio_dir=self.audio_dir, note=True,
+            not_found=f"MTAT audio folder not found: {self.audio_dir} (data.audio_dir: the folder holding 0/ ... f/ "
+                      "of the unzipped mp3_all.zip)")
         labels = annotations.labels[table["row"].to_numpy()][:, columns]
-        return self._finish(table, labels, [annotations.tags[j] for j in columns], report)
+        return self._labels(table, labels, [annotations.tags[j] for j in columns], report)
 
     # -- steps -------------------------------------------------------------------------------------------
     def _tag_columns(self, annotations: Annotations, report: PrepareReport) -> list[int]:
@@ -426,31 +413,7 @@ class MTATImporter:
             report.note(f"clip(s) {listed} are reported broken by a third party (unverified): decoded like any other")
         return members[keep].reset_index(drop=True)
 
-    def _attach_audio(self, table: pd.DataFrame, report: PrepareReport, *, frontend: MelFrontend,
-                      progress: bool) -> pd.DataFrame:
-        if not self.audio_dir.is_dir():
-            raise FileNotFoundError(f"MTAT audio folder not found: {self.audio_dir} (data.audio_dir: the folder "
-                                    "holding 0/ ... f/ of the unzipped mp3_all.zip)")
-        paths = {t: self.audio_dir / p for t, p in zip(table["track_id"], table["mp3_path"])}
-        present = np.array([paths[t].is_file() for t in table["track_id"]], dtype=bool)
-        for track_id in table.loc[~present, "track_id"]:
-            report.skip("missing audio", track_id, f"no {paths[track_id]}")
-        table = table[present].reset_index(drop=True)
-        cache = open_for_prepare(self.prepared_dir / "mels",
-                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
-        outcome = prepare_mels(cache, [(t, paths[t]) for t in table["track_id"]], frontend,
-                               num_workers=self.num_workers, min_seconds=self.min_seconds, progress=progress)
-        for track_id, reason in outcome.skipped.items():
-            report.skip(reason.split(":")[0], track_id, reason)
-        report.note(f"mels: {outcome.n_computed} computed, {len(outcome.done) - outcome.n_computed} already cached")
-        table = table[table["track_id"].isin(set(outcome.done)).to_numpy()].reset_index(drop=True)
-        table["audio_path"] = [str(paths[t].resolve()) for t in table["track_id"]]
-        return table
-
-    def _finish(self, table: pd.DataFrame, labels: np.ndarray, tags: list[str],
-                report: PrepareReport) -> PreparedDataset:
-        if len(table) == 0:
-            raise ValueError(f"{self.name}: no clip left to import from {self.root}; {report.counts}")
+    def _labels(self, table: pd.DataFrame, labels: np.ndarray, tags: list[str], report: PrepareReport) -> Imported:
         train = (table["split"] == "train").to_numpy()
         n_train = labels[train].sum(axis=0)
         for j in np.flatnonzero(n_train == 0):
@@ -470,9 +433,5 @@ class MTATImporter:
         if unknown:
             report.note(f"tag(s) {unknown[:10]} are not in {CATEGORY_TABLE}: category '{OTHER_CATEGORY}'")
         table["artist"] = [clip_artist(p) for p in table["mp3_path"]]
-        report.n_kept = len(table)
-        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
-        return write_prepared(
-            self.prepared_dir, name=f"{self.name}-{self.split}-{self.tags}", tracks=table, tags=tags,
-            categories=[categories.get(t, OTHER_CATEGORY) for t in tags], labels=labels, source=self.source(),
-        )
+        return Imported(tracks=table, tags=tags, categories=[categories.get(t, OTHER_CATEGORY) for t in tags],
+                        labels=labels, name=f"{self.name}-{self.split}-{self.tags}")

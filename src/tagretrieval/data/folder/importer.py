@@ -21,11 +21,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import AUDIO_EXTENSIONS, MelFrontend, cache_params, open_for_prepare, prepare_mels
+from tagretrieval.audio import AUDIO_EXTENSIONS, MelFrontend
+from tagretrieval.data.importer import Imported, Importer, drop_untagged, multi_hot
 from tagretrieval.data.inputs import AUDIO, CF
-from tagretrieval.data.prepared import (
-    accept_import, check_finite_rows, load_if_current, normalise_split, PreparedDataset, write_prepared,
-)
+from tagretrieval.data.prepared import check_finite_rows, normalise_split
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
 from tagretrieval.runtime.errors import DataError, MissingFileError
@@ -100,8 +99,16 @@ def read_cf_vectors(path: Path) -> dict[str, np.ndarray]:
     return dict(zip(ids, vectors))
 
 
-class FolderImporter:
-    """Imports ``root`` (layout in the module docstring) into the prepared format at ``prepared_dir``."""
+class FolderImporter(Importer):
+    """Imports ``root`` (layout in the module docstring) into the prepared format at ``prepared_dir``.
+
+    Args:
+        lowercase_tags: tags are lower-cased (and their whitespace collapsed) before counting.
+        min_tag_count: tags on fewer tracks are dropped (reported).
+        split_fractions, split_seed, min_positives_per_split, max_split_draws: the artist-disjoint split drawn
+            when ``tags.csv`` has no split column (:func:`~tagretrieval.data.splits.artist_disjoint_split`).
+        min_seconds, max_skipped_fraction, num_workers, cache_dtype: as in :class:`~tagretrieval.data.importer.Importer`.
+    """
 
     def __init__(
         self,
@@ -120,45 +127,27 @@ class FolderImporter:
         num_workers: int = 0,
         cache_dtype: str = "float32",
     ) -> None:
-        self.root = Path(root)
-        self.prepared_dir = Path(prepared_dir)
-        self.name = name
+        super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
+                         num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
         self.lowercase_tags = lowercase_tags
         self.min_tag_count = min_tag_count
         self.split_fractions = tuple(split_fractions)
         self.split_seed = split_seed
         self.min_positives_per_split = min_positives_per_split
         self.max_split_draws = max_split_draws
-        self.min_seconds = min_seconds
-        self.max_skipped_fraction = max_skipped_fraction
-        self.num_workers = num_workers
-        self.cache_dtype = cache_dtype
 
     def song_inputs(self) -> frozenset[str]:
-        """What the import will hold for the song branch (:mod:`tagretrieval.data.inputs`), known before importing:
-        audio, and CF vectors when ``root/cf_vectors.npz`` exists."""
+        """Audio, and CF vectors when ``root/cf_vectors.npz`` exists."""
         return frozenset({AUDIO, CF} if (self.root / "cf_vectors.npz").is_file() else {AUDIO})
 
-    def source(self) -> dict:
-        """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""
+    def settings(self) -> dict:
         return {
-            "importer": type(self).__name__, "root": str(self.root.resolve()), "lowercase_tags": self.lowercase_tags,
-            "min_tag_count": self.min_tag_count, "split_fractions": list(self.split_fractions),
-            "split_seed": self.split_seed, "min_positives_per_split": self.min_positives_per_split,
-            "min_seconds": self.min_seconds,
+            "lowercase_tags": self.lowercase_tags, "min_tag_count": self.min_tag_count,
+            "split_fractions": list(self.split_fractions), "split_seed": self.split_seed,
+            "min_positives_per_split": self.min_positives_per_split, "min_seconds": self.min_seconds,
         }
 
-    def load_existing(self) -> PreparedDataset | None:
-        """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
-
-    def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
-        if not self.root.exists():
-            raise MissingFileError(f"data.root does not exist: {self.root.resolve()}")
-        existing = self.load_existing()
-        if existing is not None:
-            return existing
-        report = PrepareReport(dataset=self.name)
+    def read(self, report: PrepareReport, *, frontend: MelFrontend, progress: bool) -> Imported:
         table = read_tag_table(self.root / "tags.csv", lowercase=self.lowercase_tags)
         report.n_candidates = len(table)
         duplicated = table["track_id"].duplicated()
@@ -186,19 +175,13 @@ class FolderImporter:
         cf = self._read_cf(table, report)
         if cf is not None:
             table, cf = table[cf[0]].reset_index(drop=True), cf[1]
-
-        cache = open_for_prepare(self.prepared_dir / "mels",
-                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
-        items = [(t, audio[t]) for t in table["track_id"]]
-        outcome = prepare_mels(cache, items, frontend, num_workers=self.num_workers,
-                               min_seconds=self.min_seconds, progress=progress)
-        for track_id, reason in outcome.skipped.items():
-            report.skip(reason.split(":")[0], track_id, reason)
-        ok = table["track_id"].isin(set(outcome.done)).to_numpy()
+        done = self.fill_mels(self.mel_store(frontend), [(t, audio[t]) for t in table["track_id"]], frontend,
+                              report, progress=progress)
+        ok = table["track_id"].isin(done).to_numpy()
         table = table[ok].reset_index(drop=True)
         cf = None if cf is None else cf[ok]
         table["audio_path"] = [str(audio[t].resolve()) for t in table["track_id"]]
-        return self._finish(table, cf, categories, report)
+        return self._labels(table, cf, categories, report)
 
     def _read_categories(self, report: PrepareReport) -> dict[str, str] | None:
         path = self.root / "tag_categories.csv"
@@ -223,8 +206,8 @@ class FolderImporter:
             report.skip("missing CF vector", track_id, f"not in {path.name}")
         return has, np.stack([vectors[t] for t in table.loc[has, "track_id"]])
 
-    def _finish(self, table: pd.DataFrame, cf: np.ndarray | None, categories: dict[str, str] | None,
-                report: PrepareReport) -> PreparedDataset:
+    def _labels(self, table: pd.DataFrame, cf: np.ndarray | None, categories: dict[str, str] | None,
+                report: PrepareReport) -> Imported:
         counts = Counter(t for tags in table["tags"] for t in set(tags))
         for tag, count in sorted(counts.items()):
             if count < self.min_tag_count:
@@ -233,25 +216,13 @@ class FolderImporter:
             for tag in sorted({t for t in categories if t not in counts}):
                 report.note(f"tag '{tag}' of tag_categories.csv has no track")
         tags = sorted(t for t, c in counts.items() if c >= self.min_tag_count)
-        column = {t: j for j, t in enumerate(tags)}
-        labels = np.zeros((len(table), len(tags)), dtype=np.uint8)
-        for i, track_tags in enumerate(table["tags"]):
-            labels[i, [column[t] for t in track_tags if t in column]] = 1
-        tagged = labels.any(axis=1)
-        for track_id in table.loc[~tagged, "track_id"]:
-            report.skip("no tags", track_id, "no known tag left after filtering")
-        table, labels = table[tagged].reset_index(drop=True), labels[tagged]
-        cf = None if cf is None else cf[tagged]
+        table, labels, (cf,) = drop_untagged(table, multi_hot(table["tags"], tags), report,
+                                             detail="no known tag left after filtering", arrays=(cf,))
         if len(table) == 0:
             raise DataError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
         table["split"] = self._splits(table, labels, report)
-        report.n_kept = len(table)
-        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
-        return write_prepared(
-            self.prepared_dir, name=self.name, tracks=table, tags=tags,
-            categories=[categories[t] if categories else UNCATEGORISED for t in tags],
-            labels=labels, cf=cf, source=self.source(),
-        )
+        return Imported(tracks=table, tags=tags, labels=labels, cf=cf,
+                        categories=[categories[t] if categories else UNCATEGORISED for t in tags])
 
     def _splits(self, table: pd.DataFrame, labels: np.ndarray, report: PrepareReport) -> np.ndarray:
         given = table["split"].to_numpy()

@@ -2,16 +2,16 @@
 
 Two sources (``source``):
 
-- ``release``: the release's reproducible split (:mod:`tagretrieval.data.msd500_release`): its tracks, tags,
+- ``release``: the release's reproducible split (:mod:`tagretrieval.data.msd500.release`): its tracks, tags,
   labels and train/valid/test assignment as they are, its word vectors and (``cf=release``) its CF vectors.
-- ``raw``: the reference preprocessing redone from ``track_tags.tsv`` (:mod:`tagretrieval.data.msd500_raw`):
+- ``raw``: the reference preprocessing redone from ``track_tags.tsv`` (:mod:`tagretrieval.data.msd500.raw`):
   ``score >= min_score``, tags with a vector in every ``word_vector_files`` file, tracks with an artist, CF
   vector and spectrogram/audio, the top ``n_tags[split]`` tags, then an artist-disjoint 70/15/15 split
   redrawn (seeded) until every tag has ``min_positives_per_split[split]`` positives in every split.
 
 Mels (``media``): ``spec`` brings the release's spectrograms into the mel cache
-(:mod:`tagretrieval.data.msd500_specs`), ``audio`` computes them with our front end from ``audio_dir``,
-``none`` makes a CF-only dataset. CF vectors (``cf``, :mod:`tagretrieval.data.cf_factors`): ``release`` (the
+(:mod:`tagretrieval.data.msd500.specs`), ``audio`` computes them with our front end from ``audio_dir``,
+``none`` makes a CF-only dataset. CF vectors (``cf``, :mod:`tagretrieval.data.msd500.cf_factors`): ``release`` (the
 split folder's ``ix_to_cf.npy`` for ``source=release``, ``item_factors_MSD.npy`` + ``items_index_MSD.tsv``
 for ``source=raw``), ``als`` (implicit ALS on the Taste Profile triplets) or ``none``.
 
@@ -27,29 +27,29 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import MelFrontend, cache_params, open_for_prepare, prepare_mels
-from tagretrieval.data.cf_factors import (
+from tagretrieval.audio import MelFrontend, prepare_mels
+from tagretrieval.data.msd500.cf_factors import (
     CFTable, als_item_factors, read_item_factors, read_sid_mismatches, read_triplets, song_of_track,
 )
-from tagretrieval.data.folder import find_audio
+from tagretrieval.data.folder.importer import find_audio
+from tagretrieval.data.importer import Imported, Importer, skip_failed
 from tagretrieval.data.inputs import AUDIO, CF
-from tagretrieval.data.msd500_raw import (
+from tagretrieval.data.msd500.raw import (
     UNCATEGORISED, artist_of, label_matrix, read_categories, read_track_table, read_track_tags, top_tags,
     word_vector_tables,
 )
-from tagretrieval.data.msd500_release import (
+from tagretrieval.data.msd500.release import (
     SPLIT_PREFIX, load_word_vector_pickle, read_release_split, word_vector_pickle,
 )
-from tagretrieval.data.msd500_specs import (
+from tagretrieval.data.msd500.specs import (
     RELEASE_MEL_PARAMS, UNVERIFIED_MEL_PARAMS, adopt_spectrograms, check_release_frontend, claim_mel_origin,
     spec_path,
 )
-from tagretrieval.data.prepared import (
-    MANIFEST, accept_import, check_finite_rows, load_if_current, PreparedDataset, write_prepared,
-)
+from tagretrieval.data.prepared import check_finite_rows
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.data.splits import artist_disjoint_split
 from tagretrieval.tags.prepared import write_prepared_vectors
+from tagretrieval.runtime.errors import DataError
 
 SOURCES = ("release", "raw")
 MEDIA = ("spec", "audio", "none")
@@ -71,7 +71,7 @@ def _exists(path: Path | None) -> bool:
     return path is not None and path.exists()
 
 
-class MSD500Importer:
+class MSD500Importer(Importer):
     """Imports MSD500 (see the module docstring) into the prepared format at ``prepared_dir``."""
 
     def __init__(
@@ -117,8 +117,8 @@ class MSD500Importer:
         num_workers: int = 0,
         cache_dtype: str = "float32",
     ) -> None:
-        self.root = Path(root)
-        self.prepared_dir = Path(prepared_dir)
+        super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
+                         num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
         self.data_source = _choice("source", source, SOURCES)
         self.split = _choice("split", split, tuple(SPLIT_PREFIX))
         self.media = _choice("media", media, MEDIA)
@@ -126,7 +126,6 @@ class MSD500Importer:
         self.word_vector_files = {k: v for k, v in dict(word_vector_files or {}).items() if v is not None}
         names = RELEASE_WORD_VECTORS if source == "release" else tuple(self.word_vector_files)
         self.word_vectors = _choice("word_vectors", word_vectors, names)
-        self.name = name
         self.annotations_dir, self.splits_dir = _path(annotations_dir), _path(splits_dir)
         self.spec_dir, self.audio_dir = _path(spec_dir), _path(audio_dir)
         self.item_factors, self.item_index = _path(item_factors), _path(item_index)
@@ -146,13 +145,9 @@ class MSD500Importer:
         self.max_split_draws = max_split_draws
         self.pad_to_frames = pad_to_frames
         self.check_spec_values = check_spec_values
-        self.min_seconds = min_seconds
         self.als = dict(factors=als_factors, iterations=als_iterations, regularization=als_regularization,
                         alpha=als_alpha, seed=als_seed)
         self.triplets_chunk_rows = triplets_chunk_rows
-        self.max_skipped_fraction = max_skipped_fraction
-        self.num_workers = num_workers
-        self.cache_dtype = cache_dtype
 
     def _check_paths(self) -> None:
         """Raise ValueError naming every path key the chosen source, media and cf need but were not given."""
@@ -173,10 +168,9 @@ class MSD500Importer:
         return frozenset(({AUDIO} if self.media != "none" else set()) | ({CF} if self.cf != "none" else set()))
 
     # ---------------------------------------------------------------- idempotency
-    def source(self) -> dict:
-        """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""
+    def settings(self) -> dict:
         resolved = lambda p: None if p is None else str(p.resolve())  # noqa: E731
-        out = {"importer": type(self).__name__, "root": resolved(self.root), "source": self.data_source,
+        out = {"source": self.data_source,
                "split": self.split, "media": self.media, "cf": self.cf,
                "annotations_dir": resolved(self.annotations_dir)}
         if self.data_source == "release":
@@ -205,20 +199,10 @@ class MSD500Importer:
                     "stated": RELEASE_MEL_PARAMS, "unverified": list(UNVERIFIED_MEL_PARAMS)}
         return {"media": self.media, "audio_dir": str(self.audio_dir.resolve())}
 
-    def load_existing(self) -> PreparedDataset | None:
-        """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source(), max_skipped_fraction=self.max_skipped_fraction)
-
     # ---------------------------------------------------------------- import
-    def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
-        if not self.root.exists():
-            raise FileNotFoundError(f"data.root does not exist: {self.root.resolve()}")
-        existing = self.load_existing()
-        if existing is not None:
-            return existing
+    def read(self, report: PrepareReport, *, frontend: MelFrontend, progress: bool) -> Imported:
         if self.media == "spec":
             check_release_frontend(frontend)
-        report = PrepareReport(dataset=self.name)
         audio = find_audio(self.audio_dir, report) if self.media == "audio" else {}
         needs_table = self.data_source == "raw" or self.cf == "als" or _exists(self.track_table)
         track_table = read_track_table(self.track_table) if needs_table else None
@@ -349,8 +333,7 @@ class MSD500Importer:
             tracks["audio_path"] = ""
             report.note("media=none: no mels (cultural models only)")
             return np.ones(len(tracks), dtype=bool)
-        cache = open_for_prepare(self.prepared_dir / "mels",
-                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
+        cache = self.mel_store(frontend)
         claim_mel_origin(cache.root, self._mel_origin())
         if self.media == "spec":
             outcome = adopt_spectrograms(cache, self.spec_dir, tracks["track_id"].tolist(),
@@ -365,8 +348,7 @@ class MSD500Importer:
             outcome = prepare_mels(cache, items, frontend, num_workers=self.num_workers,
                                    min_seconds=self.min_seconds, progress=progress)
             tracks["audio_path"] = [str(audio[t].resolve()) if t in audio else "" for t in tracks["track_id"]]
-        for track_id, reason in outcome.skipped.items():
-            report.skip(reason.split(":")[0], track_id, reason)
+        skip_failed(outcome.skipped, report)
         return tracks["track_id"].isin(set(outcome.done)).to_numpy()
 
     # ---------------------------------------------------------------- split and write
@@ -388,25 +370,21 @@ class MSD500Importer:
 
     def _write(self, tracks: pd.DataFrame, tags: list[str], labels: np.ndarray, cf: np.ndarray | None,
                vectors: dict[str, dict[str, np.ndarray]], categories: dict[str, str],
-               report: PrepareReport) -> PreparedDataset:
+               report: PrepareReport) -> Imported:
         if len(tracks) == 0:
-            raise ValueError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
-        self.prepared_dir.mkdir(parents=True, exist_ok=True)
-        report.n_kept = len(tracks)
-        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
-        (self.prepared_dir / MANIFEST).unlink(missing_ok=True)  # unfinished from here (write_prepared writes it)
-        # each set replaces its file atomically; only then are sets this import no longer has removed, so a
-        # reader never finds a set missing that the data provides
+            raise DataError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
+        return Imported(tracks=tracks, tags=tags, categories=[categories.get(t, UNCATEGORISED) for t in tags],
+                        labels=labels, cf=cf, extras={"word_vectors": vectors})
+
+    def write_extras(self, imported: Imported) -> None:
+        """The word vectors, ``word_vectors_<name>.npz`` (read by ``tag_encoder=prepared``): each set replaces its
+        file atomically; only then are sets this import no longer has removed, so a reader never finds a set
+        missing that the data provides."""
         written = set()
-        for name, table in vectors.items():
-            known = [t for t in tags if t in table]
+        for name, table in imported.extras["word_vectors"].items():
+            known = [t for t in imported.tags if t in table]
             values = np.array([table[t] for t in known], dtype=np.float32).reshape(len(known), self.word_vector_dim)
             written.add(write_prepared_vectors(self.prepared_dir, name, tags=known, vectors=values))
         for old in self.prepared_dir.glob("word_vectors_*.npz"):
             if old not in written:
                 old.unlink(missing_ok=True)
-        return write_prepared(
-            self.prepared_dir, name=self.name, tracks=tracks, tags=tags,
-            categories=[categories.get(t, UNCATEGORISED) for t in tags], labels=labels, cf=cf,
-            source=self.source(),
-        )

@@ -36,19 +36,16 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from tagretrieval.audio import MelFrontend, cache_params, open_for_prepare, prepare_mels
+from tagretrieval.audio import MelFrontend
+from tagretrieval.data.importer import Imported, Importer, drop_untagged, multi_hot, train_counts
 from tagretrieval.data.inputs import AUDIO
-from tagretrieval.data.prepared import accept_import, load_if_current, PreparedDataset, write_prepared
 from tagretrieval.data.report import PrepareReport
-
-IMPORT_VERSION = 1
-"""Bump when the import logic changes: a prepared folder made by another version is imported again."""
+from tagretrieval.runtime.errors import MissingFileError
 SUBSETS: dict[str, str] = {
     "top50": "autotagging_top50tags",
     "genre": "autotagging_genre",
@@ -111,7 +108,7 @@ def read_split_file(path: str | Path, report: PrepareReport) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MTG-Jamendo split file not found: {path} (data.splits_dir: data/splits of a clone "
+        raise MissingFileError(f"MTG-Jamendo split file not found: {path} (data.splits_dir: data/splits of a clone "
                                 "of MTG/mtg-jamendo-dataset)")
     rows = []
     with open(path, newline="") as f:
@@ -145,7 +142,7 @@ def _row_problem(row: list[str]) -> str:
     return f"bad tag field(s) {bad}" if bad else ""
 
 
-class JamendoImporter:
+class JamendoImporter(Importer):
     """Imports MTG-Jamendo (layout and rules in the module docstring) into the prepared format at ``prepared_dir``.
 
     Args:
@@ -156,11 +153,10 @@ class JamendoImporter:
         subset: ``top50``, ``genre``, ``instrument``, ``moodtheme`` or ``all``.
         split_index: which of the five splits, 0..4.
         audio: ``low`` (``NN/<n>.low.mp3``) or ``full`` (``NN/<n>.mp3``).
-        min_seconds: shorter audio is skipped.
-        max_skipped_fraction: fail (after writing the report) if more candidate tracks are skipped.
-        num_workers: processes computing mels; 0 = in-process.
-        cache_dtype: ``float32`` or ``float16`` mel cache.
+        min_seconds, max_skipped_fraction, num_workers, cache_dtype: as in :class:`~tagretrieval.data.importer.Importer`.
     """
+
+    IMPORT_VERSION = 1
 
     def __init__(
         self,
@@ -182,48 +178,38 @@ class JamendoImporter:
                                     ("split_index", split_index, tuple(range(N_SPLITS)))):
             if value not in allowed:
                 raise ValueError(f"data.{key}={value!r} is not one of {list(allowed)}")
-        self.root = Path(root)
-        self.prepared_dir = Path(prepared_dir)
+        super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
+                         num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
         self.splits_dir = Path(splits_dir)
         self.audio_dir = Path(audio_dir)
-        self.name = name
         self.subset = subset
         self.split_index = split_index
         self.audio = audio
-        self.min_seconds = min_seconds
-        self.max_skipped_fraction = max_skipped_fraction
-        self.num_workers = num_workers
-        self.cache_dtype = cache_dtype
 
     def song_inputs(self) -> frozenset[str]:
-        """What the import holds for the song branch (:mod:`tagretrieval.data.inputs`): audio."""
+        """Audio."""
         return frozenset({AUDIO})
 
-    def source(self) -> dict:
-        """What the prepared data depends on: a changed value triggers a new import (the mel cache is reused)."""
+    def settings(self) -> dict:
         return {
-            "importer": type(self).__name__, "version": IMPORT_VERSION, "root": str(self.root.resolve()),
             "splits_dir": str(self.splits_dir.resolve()), "audio_dir": str(self.audio_dir.resolve()),
             "subset": self.subset, "split_index": self.split_index, "audio": self.audio,
             "min_seconds": self.min_seconds,
         }
 
-    def load_existing(self) -> PreparedDataset | None:
-        """The prepared dataset if it exists and was made from the same source settings, else None."""
-        return load_if_current(self.prepared_dir, source=self.source(),
-                               max_skipped_fraction=self.max_skipped_fraction)
+    def report_name(self) -> str:
+        return f"{self.name}-{self.subset}-split{self.split_index}"
 
-    def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
-        """Import (or reuse) the prepared dataset; ``frontend`` computes the mels."""
-        if not self.root.exists():
-            raise FileNotFoundError(f"data.root does not exist: {self.root.resolve()}")
-        existing = self.load_existing()
-        if existing is not None:
-            return existing
-        report = PrepareReport(dataset=f"{self.name}-{self.subset}-split{self.split_index}")
+    def read(self, report: PrepareReport, *, frontend: MelFrontend, progress: bool) -> Imported:
         table = self._candidates(report)
-        table = self._attach_audio(table, report, frontend=frontend, progress=progress)
-        return self._finish(table, report)
+        suffix = AUDIO_SUFFIXES[self.audio]
+        paths = {t: self.audio_dir / (p[: -len(".mp3")] + suffix) for t, p in zip(table["track_id"], table["path"])}
+        table = self.attach_audio(
+            table, paths, report, frontend=frontend, progress=progress, audio_dir=self.audio_dir, note=True,
+            missing=f"no {{path}} (data.audio={self.audio})",
+            not_found=f"MTG-Jamendo audio folder not found: {self.audio_dir} (data.audio_dir: the folder holding "
+                      "00/ ... 99/ of the extracted archives)")
+        return self._labels(table, report)
 
     # -- steps -------------------------------------------------------------------------------------------
     def _candidates(self, report: PrepareReport) -> pd.DataFrame:
@@ -248,57 +234,18 @@ class JamendoImporter:
             report.note("the parts hold different tag sets: " + ", ".join(f"{s} {len(t)}" for s, t in tag_sets.items()))
         return table
 
-    def _attach_audio(self, table: pd.DataFrame, report: PrepareReport, *, frontend: MelFrontend,
-                      progress: bool) -> pd.DataFrame:
-        if not self.audio_dir.is_dir():
-            raise FileNotFoundError(f"MTG-Jamendo audio folder not found: {self.audio_dir} (data.audio_dir: the "
-                                    "folder holding 00/ ... 99/ of the extracted archives)")
-        suffix = AUDIO_SUFFIXES[self.audio]
-        paths = {t: self.audio_dir / (p[: -len(".mp3")] + suffix) for t, p in zip(table["track_id"], table["path"])}
-        present = np.array([paths[t].is_file() for t in table["track_id"]], dtype=bool)
-        for track_id in table.loc[~present, "track_id"]:
-            report.skip("missing audio", track_id, f"no {paths[track_id]} (data.audio={self.audio})")
-        table = table[present].reset_index(drop=True)
-        cache = open_for_prepare(self.prepared_dir / "mels",
-                                 frontend_params=cache_params(frontend, dtype=self.cache_dtype))
-        outcome = prepare_mels(cache, [(t, paths[t]) for t in table["track_id"]], frontend,
-                               num_workers=self.num_workers, min_seconds=self.min_seconds, progress=progress)
-        for track_id, reason in outcome.skipped.items():
-            report.skip(reason.split(":")[0], track_id, reason)
-        report.note(f"mels: {outcome.n_computed} computed, {len(outcome.done) - outcome.n_computed} already cached")
-        table = table[table["track_id"].isin(set(outcome.done)).to_numpy()].reset_index(drop=True)
-        table["audio_path"] = [str(paths[t].resolve()) for t in table["track_id"]]
-        return table
-
-    def _finish(self, table: pd.DataFrame, report: PrepareReport) -> PreparedDataset:
-        if len(table) == 0:
-            raise ValueError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
-        train = (table["split"] == "train").to_numpy()
-        n_train: defaultdict[str, int] = defaultdict(int)
-        for tags in table.loc[train, "tags"]:
-            for tag in tags:
-                n_train[tag] += 1
+    def _labels(self, table: pd.DataFrame, report: PrepareReport) -> Imported:
+        n_train = train_counts(table)
         all_tags = sorted({t for tags in table["tags"] for t in tags})
         for tag in all_tags:
             if n_train[tag] == 0:
                 report.skip("tag: no training track", tag, "no positive in the train part")
         full_names = [t for t in all_tags if n_train[t] > 0]
-        column = {t: j for j, t in enumerate(full_names)}
-        labels = np.zeros((len(table), len(full_names)), dtype=np.uint8)
-        for i, tags in enumerate(table["tags"]):
-            labels[i, [column[t] for t in tags if t in column]] = 1
-        tagged = labels.any(axis=1)
-        for track_id in table.loc[~tagged, "track_id"]:
-            report.skip("no tags", track_id, "none of its tags has a training track")
-        table, labels = table[tagged].reset_index(drop=True), labels[tagged]
+        table, labels, _ = drop_untagged(table, multi_hot(table["tags"], full_names), report,
+                                         detail="none of its tags has a training track")
         names = short_tag_names(full_names)
         kept_full = [t for t in full_names if names[t] == t]
         if kept_full:
             report.note(f"tag names shared by two prefixes keep their prefix: {kept_full}")
-        report.n_kept = len(table)
-        accept_import(report, self.prepared_dir, max_skipped_fraction=self.max_skipped_fraction)
-        return write_prepared(
-            self.prepared_dir, name=f"{self.name}-{self.subset}-split{self.split_index}", tracks=table,
-            tags=[names[t] for t in full_names], categories=[tag_category(t) for t in full_names], labels=labels,
-            source=self.source(),
-        )
+        return Imported(tracks=table, tags=[names[t] for t in full_names],
+                        categories=[tag_category(t) for t in full_names], labels=labels)
