@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tagretrieval"
 # the layers, lowest first: a module may import its own layer and the ones below (docs/architecture.md)
 LAYERS = {
     "runtime": 0,
-    "audio": 1, "tags": 1, "evaluation": 1, "viewer": 1,
+    "audio": 1, "pretrained": 1, "tags": 1, "evaluation": 1, "viewer": 1,
     "data": 2,
     "models": 3,
     "training": 4,
