@@ -183,6 +183,12 @@ class Importer:
         return table
 
 
+def check_choice(key: str, value, allowed: Sequence) -> None:
+    """Raise ValueError unless ``value`` of the setting ``data.<key>`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"data.{key}={value!r} is not one of {list(allowed)}")
+
+
 def skip_failed(skipped: Mapping[str, str], report: PrepareReport) -> None:
     """Report the tracks whose mels could not be made (``{track id: "reason: detail"}``) under their reason."""
     for track_id, reason in skipped.items():

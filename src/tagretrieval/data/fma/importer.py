@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data.importer import Imported, Importer, drop_untagged, multi_hot, train_counts
+from tagretrieval.data.importer import Imported, Importer, check_choice, drop_untagged, multi_hot, train_counts
 from tagretrieval.data.inputs import AUDIO, FEATURES
 from tagretrieval.data.prepared import SPLITS, normalise_split
 from tagretrieval.data.report import PrepareReport
@@ -215,10 +215,9 @@ class FMAImporter(Importer):
         num_workers: int = 0,
         cache_dtype: str = "float32",
     ) -> None:
-        for key, value, allowed in (("subset", subset, tuple(SUBSETS)), ("tags", tags, TAG_SOURCES),
-                                    ("input", input, INPUTS)):
-            if value not in allowed:
-                raise ValueError(f"data.{key}={value!r} is not one of {list(allowed)}")
+        check_choice("subset", subset, tuple(SUBSETS))
+        check_choice("tags", tags, TAG_SOURCES)
+        check_choice("input", input, INPUTS)
         if min_train_tracks < 1:
             raise ValueError(f"data.min_train_tracks must be >= 1, got {min_train_tracks}")
         super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,

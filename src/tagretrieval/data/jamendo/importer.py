@@ -42,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data.importer import Imported, Importer, drop_untagged, multi_hot, train_counts
+from tagretrieval.data.importer import Imported, Importer, check_choice, drop_untagged, multi_hot, train_counts
 from tagretrieval.data.inputs import AUDIO
 from tagretrieval.data.report import PrepareReport
 from tagretrieval.runtime.errors import MissingFileError
@@ -174,10 +174,9 @@ class JamendoImporter(Importer):
         num_workers: int = 0,
         cache_dtype: str = "float32",
     ) -> None:
-        for key, value, allowed in (("subset", subset, tuple(SUBSETS)), ("audio", audio, tuple(AUDIO_SUFFIXES)),
-                                    ("split_index", split_index, tuple(range(N_SPLITS)))):
-            if value not in allowed:
-                raise ValueError(f"data.{key}={value!r} is not one of {list(allowed)}")
+        check_choice("subset", subset, tuple(SUBSETS))
+        check_choice("audio", audio, tuple(AUDIO_SUFFIXES))
+        check_choice("split_index", split_index, tuple(range(N_SPLITS)))
         super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
                          num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
         self.splits_dir = Path(splits_dir)

@@ -32,7 +32,7 @@ from tagretrieval.data.msd500.cf_factors import (
     CFTable, als_item_factors, read_item_factors, read_sid_mismatches, read_triplets, song_of_track,
 )
 from tagretrieval.data.folder.importer import find_audio
-from tagretrieval.data.importer import Imported, Importer, skip_failed
+from tagretrieval.data.importer import Imported, Importer, check_choice, skip_failed
 from tagretrieval.data.inputs import AUDIO, CF
 from tagretrieval.data.msd500.raw import (
     UNCATEGORISED, artist_of, label_matrix, read_categories, read_track_table, read_track_tags, top_tags,
@@ -58,8 +58,7 @@ RELEASE_WORD_VECTORS = ("google", "music")
 
 
 def _choice(key: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"data.{key}={value!r}; expected one of {list(choices)}")
+    check_choice(key, value, choices)
     return value
 
 

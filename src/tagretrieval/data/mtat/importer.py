@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from tagretrieval.audio import MelFrontend
-from tagretrieval.data.importer import Imported, Importer
+from tagretrieval.data.importer import Imported, Importer, check_choice
 from tagretrieval.data.inputs import AUDIO
 from tagretrieval.data.prepared import SPLITS
 from tagretrieval.data.report import PrepareReport
@@ -257,9 +257,8 @@ class MTATImporter(Importer):
         num_workers: int = 0,
         cache_dtype: str = "float32",
     ) -> None:
-        for key, value, allowed in (("split", split, PROTOCOLS), ("tags", tags, TAG_SETS)):
-            if value not in allowed:
-                raise ValueError(f"data.{key}={value!r} is not one of {list(allowed)}")
+        check_choice("split", split, PROTOCOLS)
+        check_choice("tags", tags, TAG_SETS)
         super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
                          num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
         self.annotations = Path(annotations)
