@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from tagretrieval.models.branches import MLPBranch
-from tagretrieval.models.retrieval import TagRetrievalModel, _check_positive
+from tagretrieval.models.retrieval import TagRetrievalModel
 
 __all__ = ["FeaturesModel"]
 
@@ -53,28 +52,17 @@ class FeaturesModel(TagRetrievalModel, spec_target="tagretrieval.models.features
         standardize: bool = True,
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
-        _check_positive(n_features=n_features)
-        self.n_features = n_features
-        self.input_norm = nn.BatchNorm1d(n_features, affine=False) if standardize else nn.Identity()
-        self.feature_branch = MLPBranch(in_dim=n_features, hidden_dim=hidden_dim, out_dim=embedding_dim,
-                                        dropout=dropout)
-
-    def _embed(self, features: Tensor | None) -> Tensor:
-        self._require(features=features)
-        assert features is not None
-        if features.dim() != 2 or features.shape[1] != self.n_features:
-            raise ValueError(f"features must be [batch, {self.n_features}], got {list(features.shape)}")
-        return self.feature_branch(self.input_norm(features.float()))
+        self._init_features(n_features=n_features, standardize=standardize, hidden_dim=hidden_dim, dropout=dropout)
 
     def embed_songs(self, mel: Tensor | None = None, cf: Tensor | None = None,
                     features: Tensor | None = None) -> Tensor:
         """``features [B, n_features]`` -> song embeddings ``Tensor[B, embedding_dim]`` (un-normalised)."""
-        return self._embed(features)
+        return self._embed_features(features)
 
     def embed_song_chunks(self, mel_chunks: Tensor | None = None, cf: Tensor | None = None,
                           features: Tensor | None = None) -> Tensor:
         """Evaluation entry point: same as :meth:`embed_songs` (a feature vector has no chunks)."""
-        return self._embed(features)
+        return self._embed_features(features)
 
     def forward(self, *, word_vectors: Tensor, mel: Tensor | None = None, cf: Tensor | None = None,
                 features: Tensor | None = None) -> tuple[Tensor, Tensor]:

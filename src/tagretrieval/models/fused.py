@@ -26,8 +26,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from tagretrieval.models.branches import PAPER_CNN_CHANNELS, ChunkPooling, GatedFusion, MLPBranch, ShortChunkCNN
-from tagretrieval.models.retrieval import TagRetrievalModel, _check_positive, cut_eval_chunks
+from tagretrieval.models.branches import PAPER_CNN_CHANNELS, ChunkPooling, GatedFusion
+from tagretrieval.models.retrieval import TagRetrievalModel
 
 __all__ = ["FusedModel"]
 
@@ -69,14 +69,10 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
         pooling: str = "mean",
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
-        _check_positive(n_features=n_features)
-        self.n_features = n_features
-        self.cnn = ShortChunkCNN(n_mels=n_mels, channels=cnn_channels, out_dim=embedding_dim)
-        self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
+        self._init_audio(n_mels=n_mels, chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks,
+                         cnn_channels=cnn_channels, cnn_out_dim=embedding_dim)
         self.chunk_pooling = ChunkPooling(mode=pooling, dim=embedding_dim)
-        self.input_norm = nn.BatchNorm1d(n_features, affine=False) if standardize else nn.Identity()
-        self.feature_branch = MLPBranch(in_dim=n_features, hidden_dim=hidden_dim, out_dim=embedding_dim,
-                                        dropout=dropout)
+        self._init_features(n_features=n_features, standardize=standardize, hidden_dim=hidden_dim, dropout=dropout)
         if not 0.0 < initial_audio_weight < 1.0:
             raise ValueError(f"initial_audio_weight must be in (0, 1), got {initial_audio_weight}")
         self.fusion = GatedFusion(embedding_dim=embedding_dim, modality_dropout=modality_dropout)
@@ -85,25 +81,17 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
     def _branch_embeddings(self, mel_chunks: Tensor | None, features: Tensor | None) -> tuple[Tensor, Tensor]:
         """``(audio [B, D], features [B, D])``, both un-normalised."""
         self._check_inputs(mel_chunks, None)
-        self._require(features=features)
-        assert mel_chunks is not None and features is not None
-        if features.dim() != 2 or features.shape[1] != self.n_features:
-            raise ValueError(f"features must be [batch, {self.n_features}], got {list(features.shape)}")
-        if features.shape[0] != mel_chunks.shape[0]:
-            raise ValueError(f"mel batch {mel_chunks.shape[0]} != features batch {features.shape[0]}")
-        audio = self._pool_chunks(mel_chunks, self.cnn)
-        return audio, self.feature_branch(self.input_norm(features.float()))
+        song_features = self._embed_features(features)
+        assert mel_chunks is not None
+        if song_features.shape[0] != mel_chunks.shape[0]:
+            raise ValueError(f"mel batch {mel_chunks.shape[0]} != features batch {song_features.shape[0]}")
+        return self._pool_chunks(mel_chunks, self.cnn), song_features
 
     def embed_songs(self, mel: Tensor | None = None, cf: Tensor | None = None,
                     features: Tensor | None = None) -> Tensor:
         """``mel [B, n_mels, T]`` (one training crop, or a whole song cut into evaluation chunks) and
         ``features [B, n_features]`` -> fused ``Tensor[B, embedding_dim]``; ``cf`` ignored."""
-        self._require(mel=mel)
-        assert mel is not None
-        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
-            raise ValueError(f"mel must be [batch, {self.n_mels}, n_frames], got {list(mel.shape)}")
-        chunks = cut_eval_chunks(mel, chunk_frames=self.chunk_frames, n_chunks=self.n_eval_chunks)
-        return self.embed_song_chunks(chunks, features=features)
+        return self.embed_song_chunks(self._song_chunks(mel), features=features)
 
     def embed_song_chunks(self, mel_chunks: Tensor | None, cf: Tensor | None = None,
                           features: Tensor | None = None) -> Tensor:
@@ -117,7 +105,4 @@ class FusedModel(TagRetrievalModel, spec_target="tagretrieval.models.fused.Fused
 
     def fusion_weights(self, mel: Tensor, features: Tensor) -> Tensor:
         """Gate weights of whole songs (no modality dropout): ``Tensor[B, 2, D]``, audio then features, sum 1."""
-        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
-            raise ValueError(f"mel must be [batch, {self.n_mels}, n_frames], got {list(mel.shape)}")
-        chunks = cut_eval_chunks(mel, chunk_frames=self.chunk_frames, n_chunks=self.n_eval_chunks)
-        return self.fusion.weights(*self._branch_embeddings(chunks, features))
+        return self.fusion.weights(*self._branch_embeddings(self._song_chunks(mel), features))

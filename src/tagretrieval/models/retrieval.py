@@ -86,14 +86,29 @@ class TagRetrievalModel(SpecMixin, nn.Module):
         self.embedding_dim = embedding_dim
         self.tag_branch = MLPBranch(in_dim=word_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
 
-    def _init_audio(self, *, chunk_frames: int, n_eval_chunks: int, n_mels: int, cnn: ShortChunkCNN) -> None:
+    def _init_audio(self, *, n_mels: int, chunk_frames: int, n_eval_chunks: int, cnn_channels: Sequence[int],
+                    cnn_out_dim: int, cnn_output_batchnorm: bool = True) -> None:
+        """The audio part every audio variant shares: ``self.cnn`` (:class:`ShortChunkCNN`, ``n_mels`` bands ->
+        ``cnn_out_dim``) and the chunk settings, refusing a chunk shorter than the frames the CNN pools away."""
+        self.cnn = ShortChunkCNN(n_mels=n_mels, channels=cnn_channels, out_dim=cnn_out_dim,
+                                 output_batchnorm=cnn_output_batchnorm)
         _check_positive(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels)
-        if chunk_frames < cnn.min_frames:
+        if chunk_frames < self.cnn.min_frames:
             raise ValueError(
-                f"chunk_frames={chunk_frames} is shorter than the {cnn.min_frames} frames the "
-                f"{len(cnn.channels)}-layer CNN pools away"
+                f"chunk_frames={chunk_frames} is shorter than the {self.cnn.min_frames} frames the "
+                f"{len(self.cnn.channels)}-layer CNN pools away"
             )
         self.chunk_frames, self.n_eval_chunks, self.n_mels = chunk_frames, n_eval_chunks, n_mels
+
+    def _init_features(self, *, n_features: int, standardize: bool, hidden_dim: int, dropout: float) -> None:
+        """The feature-vector part of ``model=features`` and ``model=fused``: ``input_norm`` (``BatchNorm1d``
+        without affine parameters, or identity; :mod:`tagretrieval.models.features`) then ``feature_branch``
+        (``n_features -> hidden_dim -> embedding_dim``)."""
+        _check_positive(n_features=n_features)
+        self.n_features = n_features
+        self.input_norm = nn.BatchNorm1d(n_features, affine=False) if standardize else nn.Identity()
+        self.feature_branch = MLPBranch(in_dim=n_features, hidden_dim=hidden_dim, out_dim=self.embedding_dim,
+                                        dropout=dropout)
 
     def embed_tags(self, word_vectors: Tensor) -> Tensor:
         """``word_vectors [B, word_dim]`` -> tag embeddings ``Tensor[B, embedding_dim]`` (un-normalised)."""
@@ -113,14 +128,7 @@ class TagRetrievalModel(SpecMixin, nn.Module):
         Raises:
             ValueError: an input the model needs is missing or mis-shaped.
         """
-        mel_chunks = None
-        if self.uses_audio:
-            self._require(mel=mel)
-            assert mel is not None
-            if mel.dim() != 3 or mel.shape[1] != self.n_mels:
-                raise ValueError(f"mel must be [batch, {self.n_mels}, n_frames], got {list(mel.shape)}")
-            mel_chunks = cut_eval_chunks(mel, chunk_frames=self.chunk_frames, n_chunks=self.n_eval_chunks)
-        return self.embed_song_chunks(mel_chunks, cf)
+        return self.embed_song_chunks(self._song_chunks(mel) if self.uses_audio else None, cf)
 
     def embed_song_chunks(self, mel_chunks: Tensor | None, cf: Tensor | None = None) -> Tensor:
         """``mel_chunks [B, n_chunks, n_mels, chunk_frames]``, ``cf [B, cf_dim]`` -> ``Tensor[B, embedding_dim]``."""
@@ -135,6 +143,23 @@ class TagRetrievalModel(SpecMixin, nn.Module):
         missing = [name for name, value in inputs.items() if value is None]
         if missing:
             raise ValueError(f"{type(self).__name__} needs {' and '.join(missing)} to embed songs, got None")
+
+    def _song_chunks(self, mel: Tensor | None) -> Tensor:
+        """Whole songs ``mel [B, n_mels, T]`` -> evaluation chunks ``Tensor[B, C, n_mels, chunk_frames]``
+        (:func:`cut_eval_chunks`), refusing a missing or mis-shaped input."""
+        self._require(mel=mel)
+        assert mel is not None
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"mel must be [batch, {self.n_mels}, n_frames], got {list(mel.shape)}")
+        return cut_eval_chunks(mel, chunk_frames=self.chunk_frames, n_chunks=self.n_eval_chunks)
+
+    def _embed_features(self, features: Tensor | None) -> Tensor:
+        """``features [B, n_features]`` -> ``feature_branch(input_norm(features))``, ``Tensor[B, embedding_dim]``."""
+        self._require(features=features)
+        assert features is not None
+        if features.dim() != 2 or features.shape[1] != self.n_features:
+            raise ValueError(f"features must be [batch, {self.n_features}], got {list(features.shape)}")
+        return self.feature_branch(self.input_norm(features.float()))
 
     def _check_inputs(self, mel_chunks: Tensor | None, cf: Tensor | None) -> None:
         """Validate what this variant needs: shapes and a common batch size."""
@@ -198,10 +223,8 @@ class AcousticModel(TagRetrievalModel, spec_target="tagretrieval.models.Acoustic
         pooling: str = "mean",
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
-        self.cnn = ShortChunkCNN(
-            n_mels=n_mels, channels=cnn_channels, out_dim=embedding_dim, output_batchnorm=cnn_output_batchnorm
-        )
-        self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
+        self._init_audio(n_mels=n_mels, chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks,
+                         cnn_channels=cnn_channels, cnn_out_dim=embedding_dim, cnn_output_batchnorm=cnn_output_batchnorm)
         self.chunk_pooling = ChunkPooling(mode=pooling, dim=embedding_dim)
 
     def embed_song_chunks(self, mel_chunks: Tensor | None, cf: Tensor | None = None) -> Tensor:
@@ -268,10 +291,8 @@ class ConcatModel(TagRetrievalModel, spec_target="tagretrieval.models.ConcatMode
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
         _check_positive(cf_dim=cf_dim, cnn_out_dim=cnn_out_dim)
         self.cf_dim = cf_dim
-        self.cnn = ShortChunkCNN(
-            n_mels=n_mels, channels=cnn_channels, out_dim=cnn_out_dim, output_batchnorm=cnn_output_batchnorm
-        )
-        self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
+        self._init_audio(n_mels=n_mels, chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks,
+                         cnn_channels=cnn_channels, cnn_out_dim=cnn_out_dim, cnn_output_batchnorm=cnn_output_batchnorm)
         self.cat_branch = MLPBranch(
             in_dim=cnn_out_dim + cf_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout
         )
@@ -327,8 +348,8 @@ class HybridModel(TagRetrievalModel, spec_target="tagretrieval.models.HybridMode
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
         _check_positive(cf_dim=cf_dim, cnn_out_dim=cnn_out_dim)
         self.cf_dim = cf_dim
-        self.cnn = ShortChunkCNN(n_mels=n_mels, channels=cnn_channels, out_dim=cnn_out_dim)
-        self._init_audio(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks, n_mels=n_mels, cnn=self.cnn)
+        self._init_audio(n_mels=n_mels, chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks,
+                         cnn_channels=cnn_channels, cnn_out_dim=cnn_out_dim)
         self.audio_head = MLPBranch(in_dim=cnn_out_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
         self.cf_branch = MLPBranch(in_dim=cf_dim, hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
         self.fusion = GatedFusion(embedding_dim=embedding_dim, modality_dropout=modality_dropout)
@@ -346,7 +367,4 @@ class HybridModel(TagRetrievalModel, spec_target="tagretrieval.models.HybridMode
 
     def fusion_weights(self, mel: Tensor, cf: Tensor) -> Tensor:
         """Gate weights for whole songs (no modality dropout): ``Tensor[B, 2, embedding_dim]``, sum 1 over axis 1."""
-        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
-            raise ValueError(f"mel must be [batch, {self.n_mels}, n_frames], got {list(mel.shape)}")
-        chunks = cut_eval_chunks(mel, chunk_frames=self.chunk_frames, n_chunks=self.n_eval_chunks)
-        return self.fusion.weights(*self._branch_embeddings(chunks, cf))
+        return self.fusion.weights(*self._branch_embeddings(self._song_chunks(mel), cf))
