@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -172,18 +173,75 @@ WRITE_THEN_DIE = textwrap.dedent("""
 
 
 def test_a_writer_killed_mid_way_loses_only_its_uncommitted_tail(tmp_path, frontend):
+    """The dead writer's uncommitted tracks are absent and its committed ones read back exactly. Its dead tail is not
+    cut away (it used to be): where the lock does not exclude, bytes past the committed ones may be another live
+    writer's, so the next writer leaves them as unreferenced space and appends after the shard's real end."""
     root = tmp_path / "mels"
     done = subprocess.run([sys.executable, "-c", WRITE_THEN_DIE, str(root)], capture_output=True, text=True)
     assert done.returncode == 9, done.stderr
     store = MelStore(root, frontend_params=cache_params(frontend))
     assert sorted(store.track_ids) == ["t0", "t1", "t2"]  # what the manifest committed, no more
-    assert (root / "shard-00000.mel").stat().st_size > 3 * 5 * 128 * 4  # (part of) the dead tail is on disk
-    with store.writer() as writer:  # the next writer cuts it away and appends after the committed frames
-        writer.add("t3", np.full((128, 5), 3.0, dtype=np.float32))
-    assert (root / "shard-00000.mel").stat().st_size == 4 * 5 * 128 * 4
+    track_bytes = 5 * 128 * 4
+    assert (root / "shard-00000.mel").stat().st_size == 6 * track_bytes  # the dead tail is on disk
+    with store.writer() as writer:  # the next writer appends after it: t3 again, now with other values
+        writer.add("t3", np.full((128, 5), 30.0, dtype=np.float32))
+    assert (root / "shard-00000.mel").stat().st_size == 7 * track_bytes
     reopened = MelStore(root, frontend_params=cache_params(frontend))
+    assert sorted(reopened.track_ids) == ["t0", "t1", "t2", "t3"]
+    assert reopened.locate(["t3"]).offset.tolist() == [6 * 5]  # the new bytes, not the dead writer's t3
     for i in range(4):
-        np.testing.assert_array_equal(reopened.read(f"t{i}"), np.full((5, 128), float(i)))
+        np.testing.assert_array_equal(reopened.read(f"t{i}"), np.full((5, 128), 30.0 if i == 3 else float(i)))
+
+
+def test_two_writers_whose_lock_does_not_exclude_keep_each_track_its_own_frames(tmp_path, frontend, monkeypatch):
+    """Issue 17 item 5: on a file system whose lock does not exclude (here ``flock`` is a no-op), two writers append
+    to one store in turns, roll over shards and commit at different times. Every track reads back its own frames
+    exactly, and neither writer's commit drops the other's tracks."""
+    import fcntl
+
+    monkeypatch.setattr(fcntl, "flock", lambda *args, **kwargs: None)
+    root = tmp_path / "mels"
+    MelStore(root, frontend_params=cache_params(frontend))
+    n_tracks = 12
+    turn = threading.Condition()
+    state = {"turn": 0, "errors": []}
+
+    def mel(writer: int, i: int) -> np.ndarray:
+        return random_mel(n_frames=3 + (5 * i + writer) % 6, seed=100 * writer + i)
+
+    def in_turn(writer: int, step) -> None:  # the two writers act strictly in turns: 0, 1, 0, 1, ...
+        with turn:
+            assert turn.wait_for(lambda: state["turn"] == writer or state["errors"], timeout=120)
+            try:
+                if not state["errors"]:
+                    step()
+            except Exception as error:  # noqa: BLE001 - handed to the test's thread below
+                state["errors"].append(error)
+            state["turn"] = 1 - writer
+            turn.notify_all()
+
+    def job(writer: int) -> None:
+        store = MelStore(root, frontend_params=cache_params(frontend))
+        opened = store.writer(shard_bytes=40 * 128 * 4, commit_seconds=3600, commit_tracks=3 + writer)
+        handle = {}
+        in_turn(writer, lambda: handle.setdefault("writer", opened.__enter__()))
+        for i in range(n_tracks):
+            in_turn(writer, lambda i=i: handle["writer"].add(f"w{writer}-{i}", mel(writer, i)))
+        in_turn(writer, lambda: opened.__exit__(None, None, None))
+
+    threads = [threading.Thread(target=job, args=(writer,)) for writer in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    if state["errors"]:
+        raise state["errors"][0]
+    reopened = MelStore(root, frontend_params=cache_params(frontend))
+    assert len(reopened.shard_names) > 1  # the writers rolled over shards too
+    for track_id in reopened.track_ids:  # every committed track: its own frames, not the other writer's
+        writer, i = (int(part) for part in track_id[1:].split("-"))
+        np.testing.assert_array_equal(reopened.read(track_id), mel(writer, i).T, err_msg=track_id)
+    assert sorted(reopened.track_ids) == sorted(f"w{w}-{i}" for w in (0, 1) for i in range(n_tracks))
 
 
 # --- prepare_mels ---------------------------------------------------------------------------------------------
