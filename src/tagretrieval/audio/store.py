@@ -4,7 +4,7 @@ Layout (``layout_version`` 2)::
 
     root/manifest.json        {"layout_version": 2, "frontend_params": {... + "dtype"},
                                "shards": [{"name": "shard-00000", "n_frames": F, "n_tracks": N}, ...]}
-    root/shard-00000.mel      raw ``dtype`` values ``[F, n_mels]``, C order: the tracks' frames back to back
+    root/shard-00000.mel      raw ``dtype`` values ``[F, n_mels]``, C order: the tracks' frames, each track contiguous
     root/shard-00000.idx.npz  ``track_ids`` str ``[N]``, ``offsets`` int64 ``[N]`` (first frame), ``n_frames`` int64 ``[N]``
 
 Why this layout (measured in ``scripts/benchmark.py``, section ``loader``): the per-file cache it replaces stored
@@ -16,11 +16,17 @@ Guarantees (those of the per-file cache it replaces):
 
 - **Self-describing**: the manifest holds the front-end parameters and storage dtype; a store made with other
   parameters is refused (:class:`CacheMismatchError` naming every difference).
-- **Atomic and resumable**: one process writes (an exclusive ``flock`` on ``root/.write.lock``), appending to the
-  last shard. The manifest is the commit record: it lists, per shard, how many frames and tracks are committed, and
-  is replaced atomically after the data and the shard's index are flushed (``fsync``), every few seconds and at the
-  end. Readers use only what the manifest commits. A writer killed mid-way loses at most the uncommitted tail, which
-  the next writer truncates away; the tracks in it are computed again, the others never.
+- **Atomic and resumable**: one process writes at a time (:func:`tagretrieval.runtime.lock.exclusive` on
+  ``root/.write.lock``), appending to the last shard. A track's frames are flushed (``fsync``) before an index
+  names them; the shard's index, then the manifest (which lists the shards), are replaced atomically, every few
+  seconds and at the end. Readers use only what the indexes of the listed shards name. A writer killed mid-way
+  loses at most its uncommitted tracks: they are computed again, the others never; their bytes stay in the shard,
+  unreferenced (the next writer appends after them).
+- **Safe without a lock**: where the lock cannot be taken (a file system without ``flock``) or does not exclude
+  (one whose ``flock`` is local to a node), two writers may append to one store at once. Each track is one
+  ``O_APPEND`` write whose offset is read back from the file, never counted, and every commit merges by track id
+  with what is on disk (:class:`MelStoreWriter`): no track ever reads another's frames. Two commits at the same
+  instant can, rarely, drop one writer's last tracks, which the next import computes again.
 - **Skip-and-report** stays with the job that fills the store (:func:`tagretrieval.audio.cache.prepare_mels`).
 """
 
@@ -153,11 +159,11 @@ class MelStore:
         self._shards = [dict(s) for s in found["shards"]]
         entries = []
         for number, shard in enumerate(self._shards):
+            # every entry of a listed shard's index is committed: its frames were flushed before the index was
+            # replaced. (The manifest's n_tracks is the count at its last write; two unlocked writers' commits may
+            # leave it behind the index.)
             ids, offsets, lengths = self._read_index(shard["name"])
-            # every entry of an index is committed (its frames were flushed before it was written); an index shorter
-            # than the manifest's count is one that an unlocked writer's commit replaced with its own merge
-            n = min(int(shard["n_tracks"]), len(ids))
-            entries.append((ids[:n], np.full(n, number, dtype=np.int64), offsets[:n], lengths[:n]))
+            entries.append((ids, np.full(len(ids), number, dtype=np.int64), offsets, lengths))
         self._index_tracks(entries=entries)
 
     def _read_index(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -342,6 +348,8 @@ class MelStoreWriter:
         self._pending: list[tuple[str, int, int]] = []  # (track id, offset, n_frames) in the open shard, uncommitted
         self._pending_ids: set[str] = set()
         self._mine: dict[int, dict[str, tuple[int, int]]] = {}  # shard -> id -> (offset, n_frames), committed here
+        self._seen: dict[int, tuple[int, int, int] | None] = {}  # shard -> signature of an index found holding mine
+        self._theirs: set[str] = set()  # tracks other writers committed after this one opened
 
     def _open_shard(self, number: int) -> None:
         store = self.store
@@ -364,6 +372,8 @@ class MelStoreWriter:
 
     def add_stored(self, track_id: str, stored: np.ndarray) -> None:
         """Append an already checked ``[n_frames, n_mels]`` array in the store's dtype."""
+        if track_id in self._theirs:
+            return  # another writer of this store committed it while this one computed it: the same mel, kept once
         if track_id in self.store._where or track_id in self._pending_ids:
             raise ValueError(f"track {track_id!r} is already in the mel store {self.store.root}")
         if self._file is None:
@@ -418,9 +428,11 @@ class MelStoreWriter:
     def commit(self) -> None:
         """Make everything added so far durable and visible: data, then the shard's index, then the manifest.
 
-        The shard's index and the manifest are read afresh and merged with this writer's tracks by id (a track some
-        other writer committed first keeps that writer's entry), then replaced atomically; the merge is checked and
-        redone should an unlocked writer's commit have replaced them in between.
+        The index and the manifest are read afresh and merged with this writer's tracks by id (a track another
+        writer committed first keeps that writer's entry), then replaced atomically. The merge is checked and redone
+        should an unlocked writer's commit have replaced them in between, and the index of every shard this writer
+        committed to before is checked again (a ``stat`` when unchanged): a commit of this writer that another
+        writer's dropped is restored by this writer's next commit.
         """
         self._last_commit = time.monotonic()
         if self._file is None or not self._pending:
@@ -434,42 +446,67 @@ class MelStoreWriter:
         for track_id, offset, length in self._pending:
             mine[track_id] = (offset, length)
         self._pending, self._pending_ids = [], set()
-        name = store._shards[self._number]["name"]
         for _ in range(5):
-            ids, offsets, lengths = self._merged_index(name, mine)
-            atomic_savez(store.root / f"{name}.idx.npz", track_ids=np.array(ids, dtype=str),
-                         offsets=np.array(offsets, dtype=np.int64), n_frames=np.array(lengths, dtype=np.int64))
-            shards = self._merged_shards(n_tracks=len(ids), n_frames=max(o + n for o, n in zip(offsets, lengths)))
+            merged = {number: self._merge_index(number) for number in self._mine
+                      if number == self._number or self._index_signature(number) != self._seen.get(number)}
+            shards = self._merged_shards(merged)
             atomic_write_json(store.root / MANIFEST_NAME, {"layout_version": LAYOUT_VERSION,
                                                            "frontend_params": store.frontend_params,
                                                            "shards": shards}, sort_keys=True)
-            if set(mine) <= set(store._read_index(name)[0].tolist()):
+            listed = len(json.loads((store.root / MANIFEST_NAME).read_text())["shards"]) > max(merged)
+            if all([self._index_holds_mine(number) for number in merged]) and listed:
                 break
         store._shards = shards
-        for track_id, offset, length in zip(ids, offsets, lengths):
-            store._where.setdefault(track_id, (self._number, offset, length))
+        for number, (ids, offsets, lengths) in merged.items():
+            for track_id, offset, length in zip(ids, offsets, lengths):
+                if track_id not in store._where:
+                    store._where[track_id] = (number, offset, length)
+                    if track_id not in self._mine[number]:
+                        self._theirs.add(track_id)
 
-    def _merged_index(self, name: str, mine: dict[str, tuple[int, int]]) -> tuple[list[str], list[int], list[int]]:
-        """The shard's index on disk now, then this writer's tracks it lacks (in the order they were added)."""
-        ids, offsets, lengths = (a.tolist() for a in self.store._read_index(name))
+    def _index_path(self, number: int) -> Path:
+        return self.store.root / f"shard-{number:05d}.idx.npz"
+
+    def _index_signature(self, number: int) -> tuple[int, int, int] | None:
+        """Identifies one version of a shard's index (an atomic replace makes a new file); None when absent."""
+        try:
+            stat = os.stat(self._index_path(number))
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def _merge_index(self, number: int) -> tuple[list[str], list[int], list[int]]:
+        """The shard's index on disk now, then this writer's tracks it lacks (in the order they were added),
+        written back when it lacked any."""
+        ids, offsets, lengths = (a.tolist() for a in self.store._read_index(f"shard-{number:05d}"))
         known = set(ids)
-        for track_id, (offset, length) in mine.items():
-            if track_id not in known:
-                ids.append(track_id)
-                offsets.append(offset)
-                lengths.append(length)
+        missing = [(t, o, n) for t, (o, n) in self._mine[number].items() if t not in known]
+        if missing:
+            ids += [t for t, _, _ in missing]
+            offsets += [o for _, o, _ in missing]
+            lengths += [n for _, _, n in missing]
+            atomic_savez(self._index_path(number), track_ids=np.array(ids, dtype=str),
+                         offsets=np.array(offsets, dtype=np.int64), n_frames=np.array(lengths, dtype=np.int64))
         return ids, offsets, lengths
 
-    def _merged_shards(self, *, n_tracks: int, n_frames: int) -> list[dict]:
-        """The manifest's shards on disk now, with this writer's open shard committing ``n_tracks`` tracks that end
-        by frame ``n_frames`` (the counts only grow: another writer may have committed more)."""
-        on_disk = json.loads((self.store.root / MANIFEST_NAME).read_text())["shards"]
-        shards = [dict(s) for s in on_disk]
-        while len(shards) <= self._number:
-            shards.append({"name": f"shard-{len(shards):05d}", "n_frames": 0, "n_tracks": 0})
-        shard = shards[self._number]
-        shard["n_tracks"] = max(int(shard["n_tracks"]), n_tracks)
-        shard["n_frames"] = max(int(shard["n_frames"]), n_frames)
+    def _index_holds_mine(self, number: int) -> bool:
+        """Whether the shard's index on disk holds every track this writer committed to it (remembered by
+        signature: the next commit only ``stat``s it)."""
+        signature = self._index_signature(number)
+        holds = set(self._mine[number]) <= set(self.store._read_index(f"shard-{number:05d}")[0].tolist())
+        self._seen[number] = signature if holds else None
+        return holds
+
+    def _merged_shards(self, merged: dict[int, tuple[list[str], list[int], list[int]]]) -> list[dict]:
+        """The manifest's shards on disk now, each shard in ``merged`` committing at least its index's tracks (the
+        counts only grow: another writer may have committed more)."""
+        shards = [dict(s) for s in json.loads((self.store.root / MANIFEST_NAME).read_text())["shards"]]
+        for number, (ids, offsets, lengths) in sorted(merged.items()):
+            while len(shards) <= number:
+                shards.append({"name": f"shard-{len(shards):05d}", "n_frames": 0, "n_tracks": 0})
+            shard = shards[number]
+            shard["n_tracks"] = max(int(shard["n_tracks"]), len(ids))
+            shard["n_frames"] = max(int(shard["n_frames"]), max((o + n for o, n in zip(offsets, lengths)), default=0))
         return shards
 
     def close(self) -> None:
