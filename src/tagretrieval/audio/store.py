@@ -454,7 +454,7 @@ class MelStoreWriter:
                                                            "frontend_params": store.frontend_params,
                                                            "shards": shards}, sort_keys=True)
             listed = len(json.loads((store.root / MANIFEST_NAME).read_text())["shards"]) > max(merged)
-            if all([self._index_holds_mine(number) for number in merged]) and listed:
+            if all([self._index_holds_mine(number) for number in merged]) and listed:  # noqa: C419 - check each
                 break
         store._shards = shards
         for number, (ids, offsets, lengths) in merged.items():
