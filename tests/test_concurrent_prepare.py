@@ -135,6 +135,28 @@ def test_an_unlockable_folder_runs_unlocked_with_a_warning(tmp_path, monkeypatch
     assert "import of x runs without a lock" in caplog.text
 
 
+def test_an_import_on_a_file_system_without_flock_runs_unlocked_and_warns_once(tmp_path, monkeypatch, caplog):
+    """Issue 17 item 6: where ``flock`` fails with ENOSYS (Lustre without ``-o flock``) a real import through
+    main.py's task layer finishes, unlocked, with one warning (the mel store's writer used to call ``flock`` itself
+    and crash with ``OSError: [Errno 38]``)."""
+    import errno
+    import fcntl
+
+    def no_flock(*args, **kwargs):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    root = make_folder(tmp_path / "mydata")
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with caplog.at_level("WARNING"):
+        run_task(["mode=prepare", "data=folder", f"data.root={root}", "progress=false", "logger=none"],
+                 tmp_path / "run")
+    warnings = [r.getMessage() for r in caplog.records if "runs without a lock" in r.getMessage()]
+    assert len(warnings) == 1 and "import of" in warnings[0], warnings
+    dataset = PreparedDataset.load(root / "prepared")
+    store = MelStore.open(root / "prepared" / "mels", frontend=MelFrontend())
+    assert len(dataset.tracks) == N_GOOD and sorted(store.track_ids) == sorted(dataset.tracks["track_id"])
+
+
 def test_threads_of_one_process_cannot_share_the_lock_by_accident(tmp_path):
     """flock locks belong to open file descriptions: two ``with`` blocks in one process exclude each other too."""
     lock = tmp_path / ".x.lock"

@@ -4,7 +4,7 @@ Layout (``layout_version`` 2)::
 
     root/manifest.json        {"layout_version": 2, "frontend_params": {... + "dtype"},
                                "shards": [{"name": "shard-00000", "n_frames": F, "n_tracks": N}, ...]}
-    root/shard-00000.mel      raw ``dtype`` values ``[F, n_mels]``, C order: the tracks' frames back to back
+    root/shard-00000.mel      raw ``dtype`` values ``[F, n_mels]``, C order: the tracks' frames, each track contiguous
     root/shard-00000.idx.npz  ``track_ids`` str ``[N]``, ``offsets`` int64 ``[N]`` (first frame), ``n_frames`` int64 ``[N]``
 
 Why this layout (measured in ``scripts/benchmark.py``, section ``loader``): the per-file cache it replaces stored
@@ -16,21 +16,26 @@ Guarantees (those of the per-file cache it replaces):
 
 - **Self-describing**: the manifest holds the front-end parameters and storage dtype; a store made with other
   parameters is refused (:class:`CacheMismatchError` naming every difference).
-- **Atomic and resumable**: one process writes (an exclusive ``flock`` on ``root/.write.lock``), appending to the
-  last shard. The manifest is the commit record: it lists, per shard, how many frames and tracks are committed, and
-  is replaced atomically after the data and the shard's index are flushed (``fsync``), every few seconds and at the
-  end. Readers use only what the manifest commits. A writer killed mid-way loses at most the uncommitted tail, which
-  the next writer truncates away; the tracks in it are computed again, the others never.
+- **Atomic and resumable**: one process writes at a time (:func:`tagretrieval.runtime.lock.exclusive` on
+  ``root/.write.lock``), appending to the last shard. A track's frames are flushed (``fsync``) before an index
+  names them; the shard's index, then the manifest (which lists the shards), are replaced atomically, every few
+  seconds and at the end. Readers use only what the indexes of the listed shards name. A writer killed mid-way
+  loses at most its uncommitted tracks: they are computed again, the others never; their bytes stay in the shard,
+  unreferenced (the next writer appends after them).
+- **Safe without a lock**: where the lock cannot be taken (a file system without ``flock``) or does not exclude
+  (one whose ``flock`` is local to a node), two writers may append to one store at once. Each track is one
+  ``O_APPEND`` write whose offset is read back from the file, never counted, and every commit merges by track id
+  with what is on disk (:class:`MelStoreWriter`): no track ever reads another's frames. Two commits at the same
+  instant can, rarely, drop one writer's last tracks, which the next import computes again.
 - **Skip-and-report** stays with the job that fills the store (:func:`tagretrieval.audio.cache.prepare_mels`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import json
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ import numpy as np
 
 from tagretrieval.runtime.errors import UserError
 from tagretrieval.runtime.files import FileWriteError, atomic_savez, atomic_write_json
+from tagretrieval.runtime.lock import exclusive
 
 LAYOUT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -51,7 +57,6 @@ DEFAULT_COMMIT_SECONDS = 2.0
 DEFAULT_COMMIT_TRACKS = 32
 """A writer commits every 2 s or 32 tracks, whichever comes first: a killed preparation loses little work, and a
 commit (fsync + a small index and manifest) stays cheap next to computing 32 mels."""
-_SHARD = re.compile(r"shard-(\d{5})")
 
 
 class CacheMismatchError(UserError):
@@ -154,12 +159,11 @@ class MelStore:
         self._shards = [dict(s) for s in found["shards"]]
         entries = []
         for number, shard in enumerate(self._shards):
+            # every entry of a listed shard's index is committed: its frames were flushed before the index was
+            # replaced. (The manifest's n_tracks is the count at its last write; two unlocked writers' commits may
+            # leave it behind the index.)
             ids, offsets, lengths = self._read_index(shard["name"])
-            n = int(shard["n_tracks"])
-            if len(ids) < n:
-                raise CacheMismatchError(f"mel store {self.root}: {shard['name']} indexes {len(ids)} tracks, the "
-                                         f"manifest commits {n}: the store is damaged; delete it and prepare again")
-            entries.append((ids[:n], np.full(n, number, dtype=np.int64), offsets[:n], lengths[:n]))
+            entries.append((ids, np.full(len(ids), number, dtype=np.int64), offsets, lengths))
         self._index_tracks(entries=entries)
 
     def _read_index(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -284,10 +288,12 @@ class MelStore:
     @contextlib.contextmanager
     def writer(self, *, shard_bytes: int = DEFAULT_SHARD_BYTES, commit_seconds: float = DEFAULT_COMMIT_SECONDS,
                commit_tracks: int = DEFAULT_COMMIT_TRACKS) -> Iterator["MelStoreWriter"]:
-        """Open the store for appending (one writer at a time: waits for another process's writer to finish)."""
-        lock = open(self.root / LOCK_NAME, "a+b")
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        """Open the store for appending (one writer at a time: waits for another process's writer to finish).
+
+        The lock is :func:`tagretrieval.runtime.lock.exclusive` on ``root/.write.lock``; where it cannot be taken (a
+        file system without ``flock``) the writer runs unlocked, which is safe (see :class:`MelStoreWriter`).
+        """
+        with exclusive(self.root / LOCK_NAME, purpose=f"writing the mel store {self.root}"):
             self._load()  # another process may have written since this store was opened
             writer = MelStoreWriter(self, shard_bytes=shard_bytes, commit_seconds=commit_seconds,
                                     commit_tracks=commit_tracks)
@@ -295,8 +301,6 @@ class MelStore:
                 yield writer
             finally:
                 writer.close()
-        finally:
-            lock.close()
 
     def write(self, track_id: str, mel: np.ndarray) -> None:
         """Store one ``mel [n_mels, n_frames]`` and commit it (for many tracks use :meth:`writer`)."""
@@ -318,7 +322,18 @@ def check_mel(track_id: str, mel: np.ndarray, *, n_mels: int, dtype: np.dtype) -
 
 
 class MelStoreWriter:
-    """Appends tracks to a :class:`MelStore`; made by :meth:`MelStore.writer`, which holds the write lock."""
+    """Appends tracks to a :class:`MelStore`; made by :meth:`MelStore.writer`, which holds the write lock.
+
+    Safe even when the lock does not exclude (a file system without ``flock``, or one whose lock does not reach
+    across nodes), so that two writers of one store never mix up their tracks:
+
+    - a shard is opened with ``O_APPEND`` and each track is one ``write``: the kernel puts it at the file's real end,
+      and its offset is read back from the descriptor, never counted by this writer;
+    - nothing on disk is truncated or deleted: bytes no index points at (the uncommitted tail of a killed writer,
+      another live writer's uncommitted tracks) are only wasted space;
+    - a commit merges, by track id, what is committed on disk now (index and manifest read afresh) with this
+      writer's tracks, so neither writer's commit drops the other's.
+    """
 
     def __init__(self, store: MelStore, *, shard_bytes: int, commit_seconds: float, commit_tracks: int) -> None:
         if shard_bytes < store.frame_bytes:
@@ -329,32 +344,26 @@ class MelStoreWriter:
         self.commit_tracks = commit_tracks
         self._last_commit = time.monotonic()
         self._file = None
-        self._pending: list[tuple[str, int, int]] = []  # (track id, offset, n_frames) of the open shard, uncommitted
+        self._number = -1
+        self._pending: list[tuple[str, int, int]] = []  # (track id, offset, n_frames) in the open shard, uncommitted
         self._pending_ids: set[str] = set()
-        shards = store._shards
-        if shards and shards[-1]["n_frames"] * store.frame_bytes < shard_bytes:
-            self._open_shard(len(shards) - 1)
-        for stale in store.root.glob("shard-*.mel"):  # data of shards a killed writer never committed
-            match = _SHARD.fullmatch(stale.stem)
-            if match and int(match.group(1)) >= len(shards):
-                stale.unlink()
+        self._mine: dict[int, dict[str, tuple[int, int]]] = {}  # shard -> id -> (offset, n_frames), committed here
+        self._seen: dict[int, tuple[int, int, int] | None] = {}  # shard -> signature of an index found holding mine
+        self._theirs: set[str] = set()  # tracks other writers committed after this one opened
 
     def _open_shard(self, number: int) -> None:
         store = self.store
         if number == len(store._shards):
             store._shards.append({"name": f"shard-{number:05d}", "n_frames": 0, "n_tracks": 0})
-        shard = store._shards[number]
-        path = store.root / f"{shard['name']}.mel"
-        self._file = open(path, "ab")
-        committed_bytes = shard["n_frames"] * store.frame_bytes
-        if self._file.tell() != committed_bytes:  # an uncommitted tail from a killed writer
-            self._file.truncate(committed_bytes)
-            self._file.seek(committed_bytes)
+        path = store.root / f"{store._shards[number]['name']}.mel"
+        try:
+            self._file = open(path, "ab", buffering=0)  # O_APPEND, unbuffered: one write(2) per track
+        except OSError as error:
+            raise FileWriteError(path, error) from error
         self._number = number
-        ids, offsets, lengths = store._read_index(shard["name"])
-        n = shard["n_tracks"]
-        self._committed = (list(ids[:n].tolist()), list(offsets[:n].tolist()), list(lengths[:n].tolist()))
-        self._frames = shard["n_frames"]
+
+    def _shard_size(self) -> int:
+        return os.fstat(self._file.fileno()).st_size
 
     def add(self, track_id: str, mel: np.ndarray) -> None:
         """Append ``mel [n_mels, n_frames]`` (checked by :func:`check_mel`); a track already stored is refused."""
@@ -363,51 +372,142 @@ class MelStoreWriter:
 
     def add_stored(self, track_id: str, stored: np.ndarray) -> None:
         """Append an already checked ``[n_frames, n_mels]`` array in the store's dtype."""
+        if track_id in self._theirs:
+            return  # another writer of this store committed it while this one computed it: the same mel, kept once
         if track_id in self.store._where or track_id in self._pending_ids:
             raise ValueError(f"track {track_id!r} is already in the mel store {self.store.root}")
-        if self._file is None or (self._frames * self.store.frame_bytes >= self.shard_bytes):
-            if self._file is not None:
-                self.commit()
-                self._file.close()
+        if self._file is None:
+            shards = self.store._shards
+            last = len(shards) - 1
+            if last >= 0:
+                self._open_shard(last)
+                if self._shard_size() >= self.shard_bytes:
+                    self._file.close()
+                    self._open_shard(len(shards))
+            else:
+                self._open_shard(0)
+        elif self._shard_size() >= self.shard_bytes:
+            self.commit()
+            self._file.close()
             self._open_shard(len(self.store._shards))
-        self._write_bytes(memoryview(np.ascontiguousarray(stored)).cast("B"))
-        self._pending.append((track_id, self._frames, int(stored.shape[0])))
+        offset = self._append(memoryview(np.ascontiguousarray(stored)).cast("B"))
+        self._pending.append((track_id, offset, int(stored.shape[0])))
         self._pending_ids.add(track_id)
-        self._frames += int(stored.shape[0])
         if len(self._pending) >= self.commit_tracks or time.monotonic() - self._last_commit >= self.commit_seconds:
             self.commit()
 
+    def _append(self, data: memoryview) -> int:
+        """Append one track's bytes at the shard's real end in one ``write``; returns its first frame.
+
+        A partial track left by a writer that failed mid-write (a full disk) can leave the end between two frames:
+        it is padded to the next frame first. Should another writer's bytes land between the padding and the track,
+        the track is written again after them (the misplaced copy is never indexed).
+        """
+        frame_bytes = self.store.frame_bytes
+        for _ in range(8):
+            misaligned = self._shard_size() % frame_bytes
+            if misaligned:
+                self._write_bytes(memoryview(bytes(frame_bytes - misaligned)))
+            self._write_bytes(data)
+            first_byte = os.lseek(self._file.fileno(), 0, os.SEEK_CUR) - len(data)  # where O_APPEND put it
+            if first_byte % frame_bytes == 0:
+                return first_byte // frame_bytes
+        raise FileWriteError(Path(self._file.name), OSError(errno.EIO, "could not append a track on a frame "
+                                                                       "boundary (other writers keep interleaving)"))
+
     def _write_bytes(self, data: memoryview) -> None:
-        """Append to the open shard; an OSError (disk full, I/O error) is raised naming the shard file. The bytes of
-        a failed append are never committed: the next writer truncates them away."""
+        """Append to the open shard in one ``write``; an OSError (disk full, I/O error) or a short write is raised
+        naming the shard file. The bytes of a failed append are never committed: they stay unreferenced."""
         try:
-            self._file.write(data)
+            written = self._file.write(data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
         except OSError as error:
             raise FileWriteError(Path(self._file.name), error) from error
 
     def commit(self) -> None:
-        """Make everything added so far durable and visible: data, then the shard's index, then the manifest."""
+        """Make everything added so far durable and visible: data, then the shard's index, then the manifest.
+
+        The index and the manifest are read afresh and merged with this writer's tracks by id (a track another
+        writer committed first keeps that writer's entry), then replaced atomically. The merge is checked and redone
+        should an unlocked writer's commit have replaced them in between, and the index of every shard this writer
+        committed to before is checked again (a ``stat`` when unchanged): a commit of this writer that another
+        writer's dropped is restored by this writer's next commit.
+        """
         self._last_commit = time.monotonic()
         if self._file is None or not self._pending:
             return
         store = self.store
         try:
-            self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as error:
             raise FileWriteError(Path(self._file.name), error) from error
-        ids, offsets, lengths = self._committed
-        ids += [p[0] for p in self._pending]
-        offsets += [p[1] for p in self._pending]
-        lengths += [p[2] for p in self._pending]
-        shard = store._shards[self._number]
-        atomic_savez(store.root / f"{shard['name']}.idx.npz", track_ids=np.array(ids, dtype=str),
-                     offsets=np.array(offsets, dtype=np.int64), n_frames=np.array(lengths, dtype=np.int64))
-        shard["n_frames"], shard["n_tracks"] = self._frames, len(ids)
-        store._write_manifest()
+        mine = self._mine.setdefault(self._number, {})
         for track_id, offset, length in self._pending:
-            store._where[track_id] = (self._number, offset, length)
+            mine[track_id] = (offset, length)
         self._pending, self._pending_ids = [], set()
+        for _ in range(5):
+            merged = {number: self._merge_index(number) for number in self._mine
+                      if number == self._number or self._index_signature(number) != self._seen.get(number)}
+            shards = self._merged_shards(merged)
+            atomic_write_json(store.root / MANIFEST_NAME, {"layout_version": LAYOUT_VERSION,
+                                                           "frontend_params": store.frontend_params,
+                                                           "shards": shards}, sort_keys=True)
+            listed = len(json.loads((store.root / MANIFEST_NAME).read_text())["shards"]) > max(merged)
+            if all([self._index_holds_mine(number) for number in merged]) and listed:  # noqa: C419 - check each
+                break
+        store._shards = shards
+        for number, (ids, offsets, lengths) in merged.items():
+            for track_id, offset, length in zip(ids, offsets, lengths):
+                if track_id not in store._where:
+                    store._where[track_id] = (number, offset, length)
+                    if track_id not in self._mine[number]:
+                        self._theirs.add(track_id)
+
+    def _index_path(self, number: int) -> Path:
+        return self.store.root / f"shard-{number:05d}.idx.npz"
+
+    def _index_signature(self, number: int) -> tuple[int, int, int] | None:
+        """Identifies one version of a shard's index (an atomic replace makes a new file); None when absent."""
+        try:
+            stat = os.stat(self._index_path(number))
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def _merge_index(self, number: int) -> tuple[list[str], list[int], list[int]]:
+        """The shard's index on disk now, then this writer's tracks it lacks (in the order they were added),
+        written back when it lacked any."""
+        ids, offsets, lengths = (a.tolist() for a in self.store._read_index(f"shard-{number:05d}"))
+        known = set(ids)
+        missing = [(t, o, n) for t, (o, n) in self._mine[number].items() if t not in known]
+        if missing:
+            ids += [t for t, _, _ in missing]
+            offsets += [o for _, o, _ in missing]
+            lengths += [n for _, _, n in missing]
+            atomic_savez(self._index_path(number), track_ids=np.array(ids, dtype=str),
+                         offsets=np.array(offsets, dtype=np.int64), n_frames=np.array(lengths, dtype=np.int64))
+        return ids, offsets, lengths
+
+    def _index_holds_mine(self, number: int) -> bool:
+        """Whether the shard's index on disk holds every track this writer committed to it (remembered by
+        signature: the next commit only ``stat``s it)."""
+        signature = self._index_signature(number)
+        holds = set(self._mine[number]) <= set(self.store._read_index(f"shard-{number:05d}")[0].tolist())
+        self._seen[number] = signature if holds else None
+        return holds
+
+    def _merged_shards(self, merged: dict[int, tuple[list[str], list[int], list[int]]]) -> list[dict]:
+        """The manifest's shards on disk now, each shard in ``merged`` committing at least its index's tracks (the
+        counts only grow: another writer may have committed more)."""
+        shards = [dict(s) for s in json.loads((self.store.root / MANIFEST_NAME).read_text())["shards"]]
+        for number, (ids, offsets, lengths) in sorted(merged.items()):
+            while len(shards) <= number:
+                shards.append({"name": f"shard-{len(shards):05d}", "n_frames": 0, "n_tracks": 0})
+            shard = shards[number]
+            shard["n_tracks"] = max(int(shard["n_tracks"]), len(ids))
+            shard["n_frames"] = max(int(shard["n_frames"]), max((o + n for o, n in zip(offsets, lengths)), default=0))
+        return shards
 
     def close(self) -> None:
         """Commit what was added and close the shard (closed even when the commit fails, e.g. on a full disk)."""

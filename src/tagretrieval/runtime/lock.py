@@ -8,13 +8,17 @@ left stale. While it waits, a process logs who holds the lock (pid, host, since 
 writes into the lock file.
 
 File systems without ``flock`` (Lustre mounted without ``-o flock``), and folders this process may not write (a
-read-only copy of a prepared dataset), cannot be locked: the block then runs unlocked, with a warning. Reading a
-finished import needs no lock; only importing the same folder from two processes at once does.
+read-only copy of a prepared dataset), cannot be locked: the block then runs unlocked, with a warning. This module
+is the one place that decides what an unlockable file means: every lock of the project (the import's, the mel
+store's writer, the tag vectors') is taken through :func:`exclusive`, and a lock that fails inside a block already
+running unlocked (the mel store's, inside its import) logs no second warning. Reading a finished import needs no
+lock; only importing the same folder from two processes at once does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import fcntl
 import json
@@ -34,6 +38,9 @@ REPORT_SECONDS = 60.0
 """How often a waiting process says that it is still waiting."""
 
 _UNLOCKABLE = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EROFS, errno.EACCES, errno.EPERM}
+_RUNNING_UNLOCKED: contextvars.ContextVar[bool] = contextvars.ContextVar("running_unlocked", default=False)
+"""True inside an :func:`exclusive` block that could not be locked (and warned): nested locks that fail say so at
+debug level, so that one import on a file system without ``flock`` warns once."""
 
 
 def lock_path_for(folder: str | Path) -> Path:
@@ -70,9 +77,10 @@ def exclusive(path: str | Path, *, purpose: str) -> Iterator[bool]:
     except OSError as error:
         if error.errno not in _UNLOCKABLE:
             raise
-        log.warning("cannot create the lock file %s (%s): %s runs without a lock; run it once in one process "
-                    "before starting several", path, error.strerror, purpose)
-        yield False
+        _say_unlocked("cannot create the lock file %s (%s): %s runs without a lock; run it once in one process "
+                      "before starting several", path, error.strerror, purpose)
+        with _unlocked():
+            yield False
         return
     try:
         locked = _acquire(fd, path, purpose)
@@ -81,9 +89,26 @@ def exclusive(path: str | Path, *, purpose: str) -> Iterator[bool]:
                     "since": datetime.now().isoformat(timespec="seconds"), "purpose": purpose}
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
-        yield locked
+            yield True
+        else:
+            with _unlocked():
+                yield False
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _say_unlocked(message: str, *args) -> None:
+    """The warning that a block runs unlocked; at debug level inside a block that already warned."""
+    log.log(logging.DEBUG if _RUNNING_UNLOCKED.get() else logging.WARNING, message, *args)
+
+
+@contextlib.contextmanager
+def _unlocked() -> Iterator[None]:
+    token = _RUNNING_UNLOCKED.set(True)
+    try:
+        yield
+    finally:
+        _RUNNING_UNLOCKED.reset(token)
 
 
 def _acquire(fd: int, path: Path, purpose: str) -> bool:
@@ -106,8 +131,8 @@ def _acquire(fd: int, path: Path, purpose: str) -> bool:
         except OSError as error:
             if error.errno not in _UNLOCKABLE:
                 raise
-            log.warning("cannot lock %s (%s: the file system may not support flock): %s runs without a lock; run "
-                        "it once in one process before starting several", path, error.strerror, purpose)
+            _say_unlocked("cannot lock %s (%s: the file system may not support flock): %s runs without a lock; run "
+                          "it once in one process before starting several", path, error.strerror, purpose)
             return False
         if waited_since is not None:
             log.info("took the lock %s after %.1f s", path, time.monotonic() - waited_since)
