@@ -209,8 +209,6 @@ def tag_pretrained(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
     The songs: ``cfg.tracks`` (audio files, folders of them, track ids of ``cfg.data``) or, without ``tracks``, the
     tracks of ``cfg.inference.split`` of ``cfg.data``. A song whose audio cannot be decoded is left out, with a warning.
     """
-    if cfg.ckpt_path:
-        raise ConfigError(f"mode=tag: give ckpt_path=PATH (a trained model) or pretrained={cfg.pretrained}, not both")
     embedder = MusicnnEmbedder(model=str(cfg.pretrained), layer="taggram", batch_size=cfg.inference.batch_size,
                                device=cfg.inference.device)
     entries = None if cfg.tracks is None else expand_folders(_as_list(cfg.tracks, "tracks"))

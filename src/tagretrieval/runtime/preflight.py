@@ -57,6 +57,9 @@ def check(cfg: DictConfig) -> None:
     needs = {"retrieve": "query", "tag": "tracks", "report": "run_dir"}
     if pretrained_tags:
         needs.pop("tag")  # without tracks: the tracks of inference.split of the dataset
+        if cfg.ckpt_path:
+            raise ConfigError(f"mode=tag: give ckpt_path=PATH (a trained model) or pretrained={cfg.pretrained} (a "
+                              "musicnn network), not both")
     if cfg.mode in needs and cfg.get(needs[cfg.mode]) is None:
         key = needs[cfg.mode]
         if key == "run_dir":
