@@ -126,11 +126,6 @@ class MusicnnSource:
                                         layer=layer, batch_size=batch_size, device=device)
         self.cache_dir, self.save_every = cache_dir, save_every
 
-    @property
-    def model(self) -> str:
-        """The wheel's model name (``MTT_musicnn``, ...)."""
-        return self.embedder.model
-
     def matrix(self, dataset: PreparedDataset, *, frontend: MelFrontend | None = None,
                progress: bool = False) -> FeatureMatrix:
         return pretrained_features(dataset, self.embedder, path=cache_path(dataset, self.embedder,

@@ -115,11 +115,6 @@ class MusicnnSongFeatures:
                                         layer=layer, batch_size=batch_size, device=device)
         self.cache_dir, self.save_every, self.max_skipped_fraction = cache_dir, save_every, max_skipped_fraction
 
-    @property
-    def model(self) -> str:
-        """The wheel's model name (``MTT_musicnn``, ...): :func:`tagretrieval.pretrained.overlapping_dataset`."""
-        return self.embedder.model
-
     def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None,
                progress: bool = False) -> PreparedDataset:
         """As :meth:`HandcraftedSongFeatures.attach`, with the network's embeddings."""
