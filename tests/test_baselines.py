@@ -3,6 +3,7 @@ against analytic answers or naive references."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -82,6 +83,8 @@ def test_the_doc_documents_every_baseline():
 @pytest.mark.parametrize("args", documented_commands(), ids=" ".join)
 def test_documented_command(args, tmp_path, smoke_overrides, synthetic_root, request):
     name = baseline_of(args)
+    if name == "musicnn_probe" and importlib.util.find_spec("musicnn") is None:
+        pytest.skip("the musicnn weights are not installed: pip install --no-deps musicnn==0.1.0")
     if any(a.startswith("ckpt_path=") for a in args):
         checkpoint = request.getfixturevalue("trained_run") / "checkpoints" / "best.ckpt"
         args = [f"ckpt_path={checkpoint}" if a.startswith("ckpt_path=") else a for a in args]
@@ -112,7 +115,8 @@ def test_documented_command(args, tmp_path, smoke_overrides, synthetic_root, req
         assert namespace["tagger"].hparams["tags"] == dataset.tags
         return
     summary = json.loads((out / "summary.json").read_text())
-    source = next((a.split("=", 1)[1] for a in args if a.startswith("baseline/source=")), "handcrafted")
+    source = next((a.split("=", 1)[1] for a in args if a.startswith("baseline/source=")),
+                  "musicnn" if name == "musicnn_probe" else "handcrafted")
     if "baseline.categories=[tempo]" in args:  # single-label: confusion matrix over the test songs
         confusion = pd.read_csv(out / "confusion_matrix.csv", index_col=0)
         assert list(confusion.index) == list(confusion.columns) == ["fast", "medium", "slow"]
@@ -132,7 +136,10 @@ def test_documented_command(args, tmp_path, smoke_overrides, synthetic_root, req
             table = pd.read_csv(out / "feature_importances.csv")
             assert sorted(table["feature"]) == sorted(feature_names(level=level, n_mfcc=20))
             assert table["rank"].tolist() == list(range(1, len(table) + 1))
-    if name == "probe":
+    if source == "musicnn":  # MTT_musicnn's penultimate layer, from the cache in the prepared folder
+        assert summary["n_features"] == 200
+        assert (synthetic_root / "prepared" / "musicnn_features" / "MTT_musicnn.penultimate.npz").exists()
+    if name in ("probe", "musicnn_probe"):
         knn = json.loads((out / "knn.json").read_text())
         assert 0.0 <= knn["test_jaccard"] <= 1.0 and knn["n_test_songs"] == metrics["n_songs"]
         variance = pd.read_csv(out / "pca_explained_variance.csv")

@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagretrieval.evaluation import metric_keys
 
+from tagretrieval.pretrained import overlapping_dataset
+from tagretrieval.pretrained.embedder import pretrained_model
 from tagretrieval.runtime import preflight
 from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.training.checkpoints import data_config, is_ours, module_from_checkpoint, read_checkpoint
@@ -65,6 +67,8 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
     """
     frontend = instantiate(cfg.audio)
     importer = instantiate(cfg.data)
+    for warning in pretrained_overlap(cfg):
+        log.warning("%s", warning)
     with exclusive(lock_path_for(importer.prepared_dir), purpose=f"import of {importer.prepared_dir}"):
         dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
         if cfg.song_features:  # computed into the prepared folder under the same lock (tagretrieval.data.song_features)
@@ -79,6 +83,26 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
             if note := small_split_note(k=cfg.top_k, n_songs=len(dataset.split_indices(split))):
                 log.warning("%s split: %s", split, note)
     return Prepared(dataset=dataset, frontend=frontend, prepared_dir=Path(importer.prepared_dir))
+
+
+def pretrained_models(cfg: DictConfig) -> list[str]:
+    """The musicnn networks (``MTT_musicnn``, ...) this run uses: ``song_features=musicnn``, ``baseline/source=musicnn``
+    (``+baseline=musicnn_probe``), ``mode=tag pretrained=NAME``."""
+    models = []
+    baseline = cfg.get("baseline")
+    for node in (cfg.get("song_features"), baseline.get("source") if baseline else None):
+        if node and {"weights", "architecture"} <= set(node) and "musicnn" in str(node.get("_target_", "")).lower():
+            models.append(pretrained_model(weights=node.weights, architecture=node.architecture))
+    if cfg.mode == "tag" and cfg.get("pretrained"):
+        models.append(str(cfg.pretrained))
+    return models
+
+
+def pretrained_overlap(cfg: DictConfig) -> list[str]:
+    """The warnings of :func:`tagretrieval.pretrained.overlapping_dataset` for this run: an MTT-trained network on
+    ``data=mtat``, an MSD-trained one on ``data=msd500`` (the data sub-package of ``data._target_`` names the set)."""
+    dataset = (str(cfg.data.get("_target_", "")).split(".")[-2:] or [""])[0]  # tagretrieval.data.mtat.MTATImporter
+    return [w for model in dict.fromkeys(pretrained_models(cfg)) if (w := overlapping_dataset(model, dataset))]
 
 
 def tag_vectors(cfg: DictConfig, dataset: PreparedDataset, *, shared_in: Path | None = None,
@@ -154,7 +178,8 @@ def model_config(cfg: DictConfig, inputs: frozenset[str], *, dataset: str,
     lacking = model_inputs(get_class(node._target_)) - inputs
     if lacking:
         fits = " or ".join(f"model={n}" for n in fitting_models(inputs)) or "none of our models (another dataset)"
-        computed = " or add song_features=handcrafted (features from the audio)," if lacking == {FEATURES} else ""
+        computed = (" or add song_features=handcrafted or song_features=musicnn (features from the audio),"
+                    if lacking == {FEATURES} else "")
         raise ConfigError(f"model={name} needs {describe(lacking)}, but dataset {dataset} holds {describe(inputs)}: "
                           f"use {fits},{computed} or leave model= out (model=auto picks)")
     return name, node, {}
@@ -169,7 +194,7 @@ def planned_inputs(cfg: DictConfig) -> tuple[frozenset[str] | None, str]:
     if song_inputs is None:
         return None, label
     inputs = frozenset(song_inputs())
-    if cfg.song_features and AUDIO in inputs:  # song_features=handcrafted: features from the audio
+    if cfg.song_features and AUDIO in inputs:  # song_features=handcrafted|musicnn: features from the audio
         inputs |= {FEATURES}
     return inputs, label
 
@@ -493,7 +518,7 @@ def run(cfg: DictConfig, *, output_dir: str | Path, overrides: Sequence[str] | N
     whether to take the checkpoint's data (:func:`checkpoint_settings`); None: every setting counts as chosen.
     """
     preflight.check(cfg)
-    if cfg.mode in preflight.CHECKPOINT_MODES:
+    if cfg.mode in preflight.CHECKPOINT_MODES and cfg.ckpt_path:  # (mode=tag pretrained=NAME has none)
         cfg = checkpoint_settings(cfg, overrides)
     output_dir = Path(output_dir)
     configure_console()  # Lightning's lines once each, no advert (tagretrieval.runtime.console)

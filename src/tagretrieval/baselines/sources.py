@@ -10,6 +10,7 @@ HandcraftedSource      librosa descriptors of the audio, cached in the prepared 
 CFSource               the dataset's collaborative-filtering vectors (``cf.npy``)            ``cf``
 PreparedFeaturesSource the dataset's precomputed features (``features.npy``, e.g. FMA's 518)  ``features``
 CheckpointSource       a trained model's song embeddings (L2-normalised, as retrieval sees)  ``checkpoint``
+MusicnnSource          a pretrained musicnn network's frozen embeddings, cached (prepared)   ``musicnn``
 =====================  ====================================================================  ===============
 """
 
@@ -23,6 +24,8 @@ from tagretrieval.audio import MelFrontend
 from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features
 from tagretrieval.audio.handcrafted import HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.data.pretrained_features import cache_path, pretrained_features
+from tagretrieval.pretrained.embedder import MusicnnEmbedder, pretrained_model
 
 
 def _all_valid(values: np.ndarray, prefix: str, description: str) -> FeatureMatrix:
@@ -104,3 +107,27 @@ class CheckpointSource:
                             device=self.device)
         values = searcher.embed_dataset(dataset, frontend=frontend, batch_size=self.batch_size, progress=progress)
         return _all_valid(values, "embedding", f"song embeddings of {self.ckpt_path}")
+
+
+class MusicnnSource:
+    """A pretrained musicnn network's ``layer`` output of each track's audio, the mean over its 3-s patches, cached in
+    ``PREPARED/cache_dir/<model>.<layer>.npz`` (the cache of ``song_features=musicnn``: either fills it for the other).
+
+    Args:
+        weights: ``"MTT"`` or ``"MSD"``; architecture: ``"musicnn"`` or ``"vgg"``; layer: one of
+            :data:`tagretrieval.pretrained.embedder.LAYERS` of the architecture.
+        batch_size: patches per forward pass; device: ``"cpu"`` or ``"cuda"``.
+        cache_dir: the caches' folder inside the prepared folder; save_every: rewrite it after this many new tracks.
+    """
+
+    def __init__(self, *, weights: str, architecture: str, layer: str, batch_size: int, device: str, cache_dir: str,
+                 save_every: int) -> None:
+        self.embedder = MusicnnEmbedder(model=pretrained_model(weights=weights, architecture=architecture),
+                                        layer=layer, batch_size=batch_size, device=device)
+        self.cache_dir, self.save_every = cache_dir, save_every
+
+    def matrix(self, dataset: PreparedDataset, *, frontend: MelFrontend | None = None,
+               progress: bool = False) -> FeatureMatrix:
+        return pretrained_features(dataset, self.embedder, path=cache_path(dataset, self.embedder,
+                                                                           cache_dir=self.cache_dir),
+                                   save_every=self.save_every, progress=progress)

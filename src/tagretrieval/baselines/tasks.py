@@ -16,8 +16,8 @@ def baseline(cfg: DictConfig, output_dir: Path):
     (the test ``RetrievalResults``; the topics for ``baseline=topics``)."""
     if "baseline" not in cfg or cfg.baseline is None:
         raise ValueError("mode=baseline needs a baseline: +baseline=NAME, NAME one of conf/baseline/*.yaml "
-                         "(handcrafted_logreg, handcrafted_rf, handcrafted_hgb, handcrafted_svm, probe, topics, "
-                         "bce_cnn)")
+                         "(handcrafted_logreg, handcrafted_rf, handcrafted_hgb, handcrafted_svm, probe, musicnn_probe, "
+                         "topics, bce_cnn)")
     prepared = prepare_data(cfg, output_dir)
     # a baseline that trains a CNN (bce_cnn) gets the retrieval model's budget, automatic settings included
     resolve_recipe(cfg, prepared.dataset, announce="cnn_channels" in cfg.baseline)

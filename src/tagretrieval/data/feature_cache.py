@@ -79,8 +79,10 @@ class FeatureMatrix:
                              skipped=self.skipped, description=self.description)
 
 
-def read_cache(path: Path, *, params: dict, names: list[str]) -> dict[str, np.ndarray]:
-    """Track id -> features ``[n_features]`` from ``path`` ({} if absent); other parameters are refused."""
+def read_cache(path: Path, *, params: dict, names: list[str],
+               what: str = "hand-crafted feature cache") -> dict[str, np.ndarray]:
+    """Track id -> features ``[n_features]`` from ``path`` ({} if absent); other parameters are refused (``what``
+    names the cache in the message)."""
     if not path.exists():
         return {}
     with np.load(path, allow_pickle=False) as data:
@@ -93,12 +95,12 @@ def read_cache(path: Path, *, params: dict, names: list[str]) -> dict[str, np.nd
             diffs.append("feature names differ")
         if diffs:
             raise FeatureCacheMismatchError(
-                f"hand-crafted feature cache {path} was made with other parameters; refusing to use it (delete it "
+                f"{what} {path} was made with other parameters; refusing to use it (delete it "
                 "to recompute, or set another cache_file):\n  " + "\n  ".join(diffs))
         return dict(zip(data["track_ids"].tolist(), data["values"]))
 
 
-def _write_cache(path: Path, cache: dict[str, np.ndarray], *, params: dict, names: list[str]) -> None:
+def write_cache(path: Path, cache: dict[str, np.ndarray], *, params: dict, names: list[str]) -> None:
     manifest = json.dumps({"cache_version": CACHE_VERSION, "params": params, "names": names})
     ids = list(cache)
     values = np.stack([cache[t] for t in ids]) if ids else np.zeros((0, len(names)), np.float32)
@@ -181,7 +183,7 @@ def handcrafted_features(dataset: PreparedDataset, extractor: HandcraftedExtract
                     cache[track_id] = values
                     new += 1
                     if new % save_every == 0:
-                        _write_cache(cache_path, cache, params=params, names=names)
+                        write_cache(cache_path, cache, params=params, names=names)
             bar.update(len(results))
 
         try:
@@ -205,7 +207,7 @@ def handcrafted_features(dataset: PreparedDataset, extractor: HandcraftedExtract
         finally:
             bar.close()
             if new:
-                _write_cache(cache_path, cache, params=params, names=names)
+                write_cache(cache_path, cache, params=params, names=names)
     if skipped:
         shown = "; ".join(f"{t}: {r}" for t, r in list(skipped.items())[:5])
         log.warning("hand-crafted features: %d track(s) skipped (%s%s)", len(skipped), shown,

@@ -10,6 +10,11 @@ made with other analysis parameters is refused. The features become ``dataset.fe
 import itself is not changed), replacing a dataset's own precomputed ones (FMA's, which are read as they are when
 ``song_features`` is not set).
 
+``song_features=musicnn`` takes a pretrained musicnn network's frozen embeddings instead (the musicnn 0.1.0 wheel's
+MTT or MSD weights, musicnn or VGG architecture, one layer: :class:`MusicnnSongFeatures`); each track's vector is the
+mean over the 3-s patches of its audio resampled to 16 kHz, cached in ``PREPARED/musicnn_features/`` (one file per
+network and layer, shared with ``+baseline=musicnn_probe``: :mod:`tagretrieval.data.pretrained_features`).
+
 Tracks whose audio yields no features (undecodable, shorter than one STFT window, NaN/inf values) are left out of
 the run and listed, with the reason, in ``<run>/song_features_report.json``; more than ``max_skipped_fraction`` of the
 tracks is an error. They are examined again on the next run.
@@ -23,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tagretrieval.data.feature_cache import handcrafted_features
+from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features
+from tagretrieval.data.pretrained_features import cache_path as musicnn_cache_path, pretrained_features
 from tagretrieval.audio.handcrafted import LEVELS, HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
+from tagretrieval.pretrained.embedder import MusicnnEmbedder, pretrained_model
 from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.runtime.files import atomic_write_json
 
@@ -72,30 +79,86 @@ class HandcraftedSongFeatures:
             FeatureCacheMismatchError: the cache was made with other analysis parameters.
         """
         cache_path = dataset.root / self.cache_file
-        if not (dataset.tracks["audio_path"] != "").any():
-            raise DataError(f"song_features=handcrafted computes features from the audio, but dataset "
-                            f"'{dataset.name}' ({dataset.root}) was imported without audio files (no audio_path in "
-                            "tracks.csv): leave song_features out, or import its audio")
+        _check_audio(dataset, "handcrafted")
         matrix = handcrafted_features(dataset, self.extractor, level=self.level, cache_path=cache_path,
                                       num_workers=self.num_workers, save_every=self.save_every, progress=progress)
-        n_tracks = len(dataset.tracks)
-        skipped = {str(t): r for t, r in matrix.skipped.items()}
-        report = {"source": "handcrafted", "level": self.level, "cache": str(cache_path),
-                  "params": self.extractor.params(), "n_features": len(matrix.names), "n_tracks": n_tracks,
-                  "n_skipped": len(skipped), "skipped": skipped}
-        if report_dir is not None:
-            Path(report_dir).mkdir(parents=True, exist_ok=True)
-            atomic_write_json(Path(report_dir) / REPORT_FILE, report)
-        if n_tracks and len(skipped) / n_tracks > self.max_skipped_fraction:
-            raise DataError(f"song_features=handcrafted: {len(skipped)} of {n_tracks} tracks have no features, more "
-                            f"than song_features.max_skipped_fraction={self.max_skipped_fraction} (reasons in "
-                            f"{Path(report_dir) / REPORT_FILE if report_dir is not None else 'the log'})")
-        if dataset.features is not None:
-            log.info("song_features=handcrafted: the dataset's own %d features are replaced by %d hand-crafted ones",
-                     dataset.features.shape[1], len(matrix.names))
-        log.info("song features: %d hand-crafted values (level %s) for %d of %d tracks (%s)", len(matrix.names),
-                 self.level, int(matrix.valid.sum()), n_tracks, cache_path)
-        return keep_tracks(dataset, matrix.valid, features=matrix.values)
+        return attach_matrix(dataset, matrix, source="handcrafted", what=f"hand-crafted values (level {self.level})",
+                             details={"level": self.level, "params": self.extractor.params()}, cache=cache_path,
+                             max_skipped_fraction=self.max_skipped_fraction, report_dir=report_dir)
+
+
+class MusicnnSongFeatures:
+    """A pretrained musicnn network's frozen embeddings of each track's audio as its song features.
+
+    Each track's vector is the network's ``layer`` output averaged over the 3-s patches of its audio, resampled to
+    16 kHz (:mod:`tagretrieval.pretrained.embedder`), computed once into
+    ``PREPARED/cache_dir/<model>.<layer>.npz`` (:mod:`tagretrieval.data.pretrained_features`, shared with
+    ``+baseline=musicnn_probe``).
+
+    Args:
+        weights: ``"MTT"`` (trained on MagnaTagATune) or ``"MSD"`` (the Million Song Dataset).
+        architecture: ``"musicnn"`` or ``"vgg"``.
+        layer: the output used (:data:`tagretrieval.pretrained.embedder.LAYERS`): musicnn ``penultimate`` (200
+            values), ``pooled`` (1506), ``max_pool``/``mean_pool`` (753), ``taggram`` (50); VGG ``pooled`` (256) or
+            ``taggram``.
+        batch_size: patches per forward pass; device: ``"cpu"`` or ``"cuda"``.
+        cache_dir: the caches' folder inside the prepared folder.
+        save_every: rewrite the cache after this many new tracks.
+        max_skipped_fraction: more tracks without a vector than this fraction of the dataset is an error.
+    """
+
+    def __init__(self, *, weights: str, architecture: str, layer: str, batch_size: int, device: str, cache_dir: str,
+                 save_every: int, max_skipped_fraction: float) -> None:
+        if not 0.0 <= max_skipped_fraction <= 1.0:
+            raise ConfigError(f"song_features.max_skipped_fraction must be in [0, 1], got {max_skipped_fraction}")
+        self.embedder = MusicnnEmbedder(model=pretrained_model(weights=weights, architecture=architecture),
+                                        layer=layer, batch_size=batch_size, device=device)
+        self.cache_dir, self.save_every, self.max_skipped_fraction = cache_dir, save_every, max_skipped_fraction
+
+    def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None,
+               progress: bool = False) -> PreparedDataset:
+        """As :meth:`HandcraftedSongFeatures.attach`, with the network's embeddings."""
+        _check_audio(dataset, "musicnn")
+        path = musicnn_cache_path(dataset, self.embedder, cache_dir=self.cache_dir)
+        matrix = pretrained_features(dataset, self.embedder, path=path, save_every=self.save_every, progress=progress)
+        embedder = self.embedder
+        return attach_matrix(dataset, matrix, source="musicnn", what=f"{embedder.model} {embedder.layer} values",
+                             details={"model": embedder.model, "layer": embedder.layer, "params": embedder.params()},
+                             cache=path, max_skipped_fraction=self.max_skipped_fraction, report_dir=report_dir)
+
+
+def _check_audio(dataset: PreparedDataset, option: str) -> None:
+    if not (dataset.tracks["audio_path"] != "").any():
+        raise DataError(f"song_features={option} computes features from the audio, but dataset "
+                        f"'{dataset.name}' ({dataset.root}) was imported without audio files (no audio_path in "
+                        "tracks.csv): leave song_features out, or import its audio")
+
+
+def attach_matrix(dataset: PreparedDataset, matrix: FeatureMatrix, *, source: str, what: str, details: dict,
+                  cache: Path, max_skipped_fraction: float, report_dir: str | Path | None) -> PreparedDataset:
+    """``dataset`` with ``matrix``'s values as its features, without the tracks that have none; the report (``source``,
+    ``details``, what was skipped and why) is written to ``report_dir / REPORT_FILE`` first (when given).
+
+    Raises:
+        DataError: more than ``max_skipped_fraction`` of the tracks have no features.
+    """
+    n_tracks = len(dataset.tracks)
+    skipped = {str(t): r for t, r in matrix.skipped.items()}
+    report = {"source": source, **details, "cache": str(cache), "n_features": len(matrix.names),
+              "n_tracks": n_tracks, "n_skipped": len(skipped), "skipped": skipped}
+    if report_dir is not None:
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(report_dir) / REPORT_FILE, report)
+    if n_tracks and len(skipped) / n_tracks > max_skipped_fraction:
+        raise DataError(f"song_features={source}: {len(skipped)} of {n_tracks} tracks have no features, more "
+                        f"than song_features.max_skipped_fraction={max_skipped_fraction} (reasons in "
+                        f"{Path(report_dir) / REPORT_FILE if report_dir is not None else 'the log'})")
+    if dataset.features is not None:
+        log.info("song_features=%s: the dataset's own %d features are replaced by %d computed ones", source,
+                 dataset.features.shape[1], len(matrix.names))
+    log.info("song features: %d %s for %d of %d tracks (%s)", len(matrix.names), what, int(matrix.valid.sum()),
+             n_tracks, cache)
+    return keep_tracks(dataset, matrix.valid, features=matrix.values)
 
 
 def keep_tracks(dataset: PreparedDataset, keep: np.ndarray, *, features: np.ndarray) -> PreparedDataset:

@@ -1,4 +1,5 @@
-"""``main.py`` modes of a trained model: ``retrieve`` (songs for queries), ``tag`` (tags for songs), ``export``.
+"""``main.py`` modes of a trained model: ``retrieve`` (songs for queries), ``tag`` (tags for songs), ``export``;
+``mode=tag pretrained=MTT_musicnn``: a musicnn network of the wheel tags with its own 50 tags, without training.
 
 The only code of :mod:`tagretrieval.inference` that reads the Hydra config; see ``docs/usage/retrieval.md``.
 """
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from tqdm.auto import tqdm
 
 from tagretrieval.training.checkpoints import is_ours, module_from_checkpoint, read_checkpoint
 from tagretrieval.data.prepared import SPLITS, PreparedDataset, normalise_split
@@ -24,6 +26,8 @@ from tagretrieval.inference.export import track_table, write_export
 from tagretrieval.inference.queries import encoder_name
 from tagretrieval.inference.search import Searcher
 from tagretrieval.models.reference import model_from_reference
+from tagretrieval.audio import AUDIO_EXTENSIONS, AudioDecodeError
+from tagretrieval.pretrained.embedder import MusicnnEmbedder
 from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.tasks import Prepared, prepare_data, tag_vectors
 
@@ -123,10 +127,13 @@ def retrieve(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
 def tag(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
     """The top tags of every ``cfg.tracks`` entry (a track id of the dataset, or an audio file); ``tags.json``.
 
-    An entry that is an existing file is an audio file; any other entry is a track id of ``cfg.data``. The
-    dataset is only prepared when an entry is a track id or the checkpoint is a reference one.
+    An entry that is an existing file is an audio file, an existing folder stands for the audio files in it (and
+    below); any other entry is a track id of ``cfg.data``. The dataset is only prepared when an entry is a track id
+    or the checkpoint is a reference one. With ``cfg.pretrained``: :func:`tag_pretrained`.
     """
-    entries = _as_list(cfg.tracks, "tracks")
+    if cfg.get("pretrained"):
+        return tag_pretrained(cfg, output_dir)
+    entries = expand_folders(_as_list(cfg.tracks, "tracks"))
     checkpoint = _read_checkpoint(cfg)
     files = [e for e in entries if Path(e).is_file()]
     ids = [e for e in entries if e not in set(files)]
@@ -154,6 +161,80 @@ def tag(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
         _print_table(f"{entry}: top {len(entry_columns)} of {len(searcher.tags)} tags", ["rank", "score", "tag",
                      "category"], [[str(i + 1), f"{s:.4f}", searcher.tags[j], searcher.categories[j]]
                                    for i, (s, j) in enumerate(zip(entry_scores, entry_columns))])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = atomic_write_json(output_dir / "tags.json", results)
+    print(f"tags written to {path}")
+    return results
+
+
+def expand_folders(entries: list[str]) -> list[str]:
+    """``entries`` with every existing folder replaced by the audio files in it and below (sorted); a folder
+    without any is a ConfigError."""
+    out = []
+    for entry in entries:
+        if not Path(entry).is_dir():
+            out.append(entry)
+            continue
+        found = sorted(str(p) for p in Path(entry).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        if not found:
+            raise ConfigError(f"tracks: folder {entry} holds no audio file ({', '.join(AUDIO_EXTENSIONS)})")
+        out.extend(found)
+    return out
+
+
+def _dataset_entries(cfg: DictConfig, prepared: Prepared, ids: list[str] | None) -> dict[str, str]:
+    """Track id -> audio path of the ``ids`` (None: the tracks of ``cfg.inference.split``) of the dataset."""
+    dataset = prepared.dataset
+    row_of = {t: i for i, t in enumerate(dataset.track_ids)}
+    if ids is None:
+        rows = split_rows(dataset, cfg.inference.split)
+        if len(rows) == 0:
+            raise DataError(f"dataset '{dataset.name}' has no track in split {cfg.inference.split!r}")
+    else:
+        unknown = [t for t in ids if t not in row_of]
+        if unknown:
+            hints = {t: difflib.get_close_matches(t, list(row_of), n=3) for t in unknown}
+            raise ConfigError(
+                f"tracks: neither existing files nor track ids of dataset '{dataset.name}': "
+                + "; ".join(f"{t!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for t, h in hints.items()))
+        rows = [row_of[t] for t in ids]
+    return {dataset.track_ids[r]: str(dataset.tracks.at[r, "audio_path"]) for r in rows}
+
+
+def tag_pretrained(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
+    """The top ``cfg.inference.top_k`` of the 50 tags of the musicnn network ``cfg.pretrained`` for every song, from its
+    taggram averaged over the song's 3-s patches (audio resampled to 16 kHz; :mod:`tagretrieval.pretrained.embedder`);
+    printed as one table and written to ``tags.json`` (``{song: [{"tag", "score"}, ...]}``, best first).
+
+    The songs: ``cfg.tracks`` (audio files, folders of them, track ids of ``cfg.data``) or, without ``tracks``, the
+    tracks of ``cfg.inference.split`` of ``cfg.data``. A song whose audio cannot be decoded is left out, with a warning.
+    """
+    embedder = MusicnnEmbedder(model=str(cfg.pretrained), layer="taggram", batch_size=cfg.inference.batch_size,
+                               device=cfg.inference.device)
+    entries = None if cfg.tracks is None else expand_folders(_as_list(cfg.tracks, "tracks"))
+    audio = {e: e for e in entries or [] if Path(e).is_file()}
+    ids = None if entries is None else [e for e in entries if e not in audio]
+    if ids is None or ids:
+        audio.update(_dataset_entries(cfg, prepare_data(cfg, output_dir), ids))
+    k = min(int(cfg.inference.top_k), len(embedder.tags))
+    results, failed = {}, {}
+    for entry, path in tqdm(audio.items(), unit="song", desc=f"{embedder.model} tags", disable=not cfg.progress):
+        try:
+            taggram = embedder.taggram(embedder.load(path)) if path else None
+        except AudioDecodeError as error:
+            taggram, failed[entry] = None, str(error)
+        if taggram is None:
+            failed.setdefault(entry, "no audio_path in tracks.csv")
+            continue
+        best = np.argsort(-taggram, kind="stable")[:k]
+        results[entry] = [{"tag": embedder.tags[j], "score": float(taggram[j])} for j in best]
+    if failed:
+        log.warning("%d song(s) not tagged: %s", len(failed), "; ".join(f"{e}: {r}" for e, r in list(failed.items())[:5]))
+    if not results:
+        raise DataError(f"mode=tag pretrained={embedder.model}: no song could be tagged ({len(failed)} failed)")
+    _print_table(f"{embedder.model}: top {k} of its {len(embedder.tags)} tags (mean taggram over 3-s patches)",
+                 ["song", "tags"], [[entry, ", ".join(f"{t['tag']} {t['score']:.2f}" for t in tags)]
+                                    for entry, tags in results.items()])
     output_dir.mkdir(parents=True, exist_ok=True)
     path = atomic_write_json(output_dir / "tags.json", results)
     print(f"tags written to {path}")

@@ -53,13 +53,19 @@ def check(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError("required setting(s) not given: " + ", ".join(
             f"{key}=..." + (f" ({_WHAT[key]})" if key in _WHAT else "") for key in missing))
+    pretrained_tags = cfg.mode == "tag" and bool(cfg.get("pretrained"))  # tags of a musicnn network: no checkpoint
     needs = {"retrieve": "query", "tag": "tracks", "report": "run_dir"}
+    if pretrained_tags:
+        needs.pop("tag")  # without tracks: the tracks of inference.split of the dataset
+        if cfg.ckpt_path:
+            raise ConfigError(f"mode=tag: give ckpt_path=PATH (a trained model) or pretrained={cfg.pretrained} (a "
+                              "musicnn network), not both")
     if cfg.mode in needs and cfg.get(needs[cfg.mode]) is None:
         key = needs[cfg.mode]
         if key == "run_dir":
             raise ConfigError("mode=report needs run_dir=DIR, a finished run folder (e.g. outputs/DATE/TIME)")
         raise ConfigError(f"mode={cfg.mode}: give {key}=VALUE or '{key}=[VALUE,VALUE]'")
-    if cfg.mode in CHECKPOINT_MODES and not cfg.ckpt_path:
+    if cfg.mode in CHECKPOINT_MODES and not cfg.ckpt_path and not pretrained_tags:
         raise ConfigError(f"mode={cfg.mode} needs ckpt_path=PATH (one of our checkpoints or a reference one)")
     if cfg.ckpt_path and cfg.mode in (*CHECKPOINT_MODES, "train") and not Path(cfg.ckpt_path).is_file():
         raise MissingFileError(f"checkpoint not found: ckpt_path={cfg.ckpt_path}")

@@ -31,7 +31,10 @@ DATA_IMPORTERS: frozenset[str] = frozenset({
     "tagretrieval.data.synthetic.SyntheticImporter",
 })
 AUDIO_FRONTEND = "tagretrieval.audio.MelFrontend"
-SONG_FEATURES: frozenset[str] = frozenset({"tagretrieval.data.song_features.HandcraftedSongFeatures"})  # conf/song_features
+SONG_FEATURES: frozenset[str] = frozenset({  # conf/song_features
+    "tagretrieval.data.song_features.HandcraftedSongFeatures",
+    "tagretrieval.data.song_features.MusicnnSongFeatures",
+})
 
 
 def read_checkpoint(path: str | Path, *, trusted: bool = False) -> dict:
