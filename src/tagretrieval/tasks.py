@@ -27,6 +27,8 @@ from tagretrieval.pretrained import overlapping_dataset
 from tagretrieval.pretrained.embedder import pretrained_model
 from tagretrieval.runtime import preflight
 from tagretrieval.audio import MelFrontend, MelStore
+from tagretrieval.audio.cache import open_for_prepare, prepare_mels
+from tagretrieval.audio.store import cache_params
 from tagretrieval.training.checkpoints import data_config, is_ours, module_from_checkpoint, read_checkpoint
 from tagretrieval.runtime.console import configure_console
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
@@ -289,18 +291,44 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalMod
             fits = " or ".join(f"model={n}" for n in fitting_models(dataset_inputs(dataset)))
             raise ConfigError(f"model {type(model).__name__} needs audio, but dataset '{dataset.name}' at "
                               f"{dataset.root} was imported without mels: use {fits or 'another dataset'}")
-        mel_store = MelStore.open(prepared.prepared_dir / "mels", frontend=prepared.frontend)
+        mel_store = model_mel_store(cfg, prepared, model, dataset)
     loader = cfg.loader
     return TagRetrievalDataModule(
         dataset=dataset, sampler=instantiate(cfg.sampler), mel_store=mel_store, use_cf=model.uses_cf,
         use_features=model.uses_features,
-        chunk_frames=cfg.chunk_frames, n_eval_chunks=cfg.n_eval_chunks, train_chunks=cfg.train_chunks,
+        chunk_frames=getattr(model, "chunk_frames", cfg.chunk_frames),
+        n_eval_chunks=getattr(model, "n_eval_chunks", cfg.n_eval_chunks), train_chunks=cfg.train_chunks,
         n_valid_chunks=cfg.validation.n_chunks, max_valid_songs=cfg.validation.max_songs,
         eval_batch_size=loader.eval_batch_size, seed=cfg.seed,
         num_workers=default_num_workers() if loader.num_workers is None else loader.num_workers,
         pin_memory=on_gpu(cfg) if loader.pin_memory is None else loader.pin_memory,
         prefetch_factor=loader.prefetch_factor, start_method=loader.start_method,
     )
+
+
+def model_mel_store(cfg: DictConfig, prepared: Prepared, model: TagRetrievalModel,
+                    dataset: PreparedDataset) -> MelStore:
+    """The mels ``model`` reads: the prepared folder's (``mels/``, made by ``cfg.audio``), or, for a model with a
+    front end of its own (``model=musicnn``: ``mel_frontend()``, ``mel_store_name``), a store of its own beside
+    them, filled once from the tracks' audio under the import lock (resumable; later runs and the other DDP ranks
+    find it filled)."""
+    own = getattr(model, "mel_frontend", None)
+    if own is None:
+        return MelStore.open(prepared.prepared_dir / "mels", frontend=prepared.frontend)
+    frontend, root = own(), prepared.prepared_dir / model.mel_store_name
+    items = list(zip(dataset.tracks["track_id"], dataset.tracks["audio_path"]))
+    with exclusive(lock_path_for(prepared.prepared_dir), purpose=f"mels of {root}"):
+        store = open_for_prepare(root, frontend_params=cache_params(frontend))
+        outcome = prepare_mels(store, items, frontend, num_workers=int(cfg.data.get("num_workers") or 0),
+                               progress=cfg.progress)
+    if outcome.skipped:
+        shown = "; ".join(f"{t}: {reason}" for t, reason in list(outcome.skipped.items())[:3])
+        raise DataError(f"{len(outcome.skipped)} of {len(items)} tracks of '{dataset.name}' gave no mels with the "
+                        f"front end of {type(model).__name__} ({shown}): their audio changed since the import? "
+                        "Re-import the dataset")
+    log.info("%s reads its own mels: %s (%d computed, %d already there)", type(model).__name__, root,
+             outcome.n_computed, len(outcome.done) - outcome.n_computed)
+    return MelStore.open(root, frontend=frontend)
 
 
 def on_gpu(cfg: DictConfig) -> bool:
@@ -407,6 +435,23 @@ def finish(trainer: L.Trainer, module: TagRetrievalModule, dataset: PreparedData
     return results
 
 
+def build_augment(cfg: DictConfig, model: TagRetrievalModel):
+    """``cfg.augment``, less its level transforms (``gain_db``, mixing: they work on dB mels) for a model whose
+    own front end is not in dB (``model=musicnn``'s ``log10(1 + 10000 x)``), said at start."""
+    if not cfg.augment:
+        return None
+    node = copy.deepcopy(cfg.augment)
+    if hasattr(model, "mel_frontend"):
+        off = [key for key in ("gain_db", "mix_probability") if node.get(key)]
+        if off:
+            log.warning("augment: %s off for %s: its mels are not in dB (the time and frequency masks stay)",
+                        " and ".join(off), type(model).__name__)
+            with open_dict(node):
+                for key in off:
+                    node[key] = 0.0
+    return instantiate(node)
+
+
 def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     planned, label = planned_inputs(cfg)
     announced = None
@@ -432,7 +477,7 @@ def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
         word_dim=vectors.shape[1], tag_vectors=vectors, train_tag_vectors=trainable,
         negatives=get_class(cfg.sampler._target_).negatives, optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-        augment=instantiate(cfg.augment) if cfg.augment else None,
+        augment=build_augment(cfg, model),
         seed=cfg.seed, k=cfg.top_k, tag_encoder=OmegaConf.to_container(cfg.tag_encoder, resolve=True),
         data_config=data_settings(cfg),
         channels_last=cfg.performance.channels_last, compile_cnn=cfg.performance.compile,

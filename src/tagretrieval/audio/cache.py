@@ -91,7 +91,7 @@ def compute_mel(frontend: MelFrontend, path: str | Path, *, min_seconds: float, 
     if np.abs(y).max() < SILENCE_PEAK:
         return None, "silent"
     with torch.no_grad():
-        mel = frontend(torch.from_numpy(y).to(frontend.window.device)).cpu().numpy()  # [n_mels, n_frames]
+        mel = frontend(torch.from_numpy(y).to(next(frontend.buffers()).device)).cpu().numpy()  # [n_mels, n_frames]
     try:
         return check_mel(track_id, mel, n_mels=n_mels, dtype=dtype), None
     except ValueError:

@@ -118,5 +118,5 @@ def mel_from_file(path: str | Path, frontend: MelFrontend) -> np.ndarray:
     """
     y = load_audio(path, sample_rate=frontend.sample_rate)
     with torch.no_grad():
-        mel = frontend(torch.from_numpy(y).to(frontend.window.device))
+        mel = frontend(torch.from_numpy(y).to(next(frontend.buffers()).device))
     return mel.cpu().numpy().astype(np.float32, copy=False)

@@ -159,7 +159,9 @@ class Searcher:
         model = self.model
         rows = np.arange(len(dataset.tracks)) if rows is None else np.asarray(rows, dtype=np.int64)
         mel_store = None
-        if model.uses_audio:
+        if model.uses_audio and hasattr(model, "mel_frontend"):  # a front end of its own (models.musicnn)
+            mel_store = MelStore.open(dataset.root / model.mel_store_name, frontend=model.mel_frontend())
+        elif model.uses_audio:
             if frontend is None:
                 raise ValueError(f"{type(model).__name__} embeds audio: pass the front end it was trained with "
                                  "(frontend=MelFrontend(...), conf `audio`)")
@@ -222,6 +224,7 @@ class Searcher:
                 f"file(s) {', '.join(str(p) for p in paths)} have none: tag tracks of the dataset by id instead, "
                 "or use an audio-only model (model=acoustic)"
             )
+        frontend = model.mel_frontend() if hasattr(model, "mel_frontend") else frontend  # models.musicnn's own
         if model.uses_audio and frontend.n_mels != model.n_mels:
             raise ValueError(f"the front end makes {frontend.n_mels} mel bands, the model takes {model.n_mels}")
         return self.embed_mels([mel_from_file(path, frontend) for path in paths], cf=cf)

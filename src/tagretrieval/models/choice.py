@@ -20,6 +20,7 @@ MODELS: dict[str, str] = {
     "concat": "tagretrieval.models.ConcatModel",
     "features": "tagretrieval.models.features.FeaturesModel",
     "fused": "tagretrieval.models.fused.FusedModel",
+    "musicnn": "tagretrieval.models.musicnn.MusicnnModel",
 }
 AUTO_ORDER: tuple[str, ...] = ("hybrid", "acoustic", "cultural", "features")
 

@@ -31,6 +31,7 @@ BUILDABLE: frozenset[str] = frozenset({
     "tagretrieval.models.HybridModel",
     "tagretrieval.models.features.FeaturesModel",
     "tagretrieval.models.fused.FusedModel",
+    "tagretrieval.models.musicnn.MusicnnModel",
     # losses (conf/loss)
     "tagretrieval.training.losses.InfoNCELoss",
     "tagretrieval.training.losses.MultiLabelLoss",

@@ -43,6 +43,7 @@ class MusicnnFrontend(torch.nn.Module):
         self.sample_rate = MUSICNN_FRONTEND["sample_rate"]
         self.mel = MelFrontend(sample_rate=self.sample_rate, n_fft=MUSICNN_FRONTEND["n_fft"],
                                hop_length=MUSICNN_FRONTEND["hop_length"], n_mels=MUSICNN_FRONTEND["n_mels"])
+        self.n_mels = self.mel.n_mels
 
     def power(self, y: Tensor) -> Tensor:
         """The mel power spectrogram ``[batch, 96, n_frames]`` (librosa's ``melspectrogram``), float32."""

@@ -140,13 +140,37 @@ class TagRetrievalModule(L.LightningModule):
             cnn.compile()
             cnn._compiled_by_tagretrieval = True
 
+    def _parameter_groups(self) -> list[dict]:
+        """The optimizer's groups: weight decay on weights (``dim >= 2``) only; a model with pretrained parts gives
+        its own groups first (``parameter_groups()``: ``lr_scale``, ``frozen_epochs``), each split the same way."""
+        model_groups = self.model.parameter_groups() if hasattr(self.model, "parameter_groups") else []
+        owned = {id(p) for group in model_groups for p in group["params"]}
+        model_groups += [{"params": [p for p in self.parameters() if id(p) not in owned]}]
+        groups = []
+        for group in model_groups:
+            parameters = [p for p in group["params"] if p.requires_grad]
+            options = {key: value for key, value in group.items() if key != "params"}
+            groups += [{**options, "params": [p for p in parameters if p.dim() >= 2]},
+                       {**options, "params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
+        return [group for group in groups if group["params"]]
+
+    def setup(self, stage: str) -> None:
+        """Before training (and before a resumed run's checkpoint is restored): a pretrained backbone reads its
+        shipped weights (:meth:`tagretrieval.models.musicnn.MusicnnModel.load_pretrained_weights`)."""
+        if stage == "fit" and hasattr(self.model, "load_pretrained_weights"):
+            self.model.load_pretrained_weights()
+
+    def on_train_epoch_start(self) -> None:
+        """A pretrained backbone stays as it is for its ``frozen_epochs`` (its rate is 0 in :meth:`optimizer_step`)."""
+        if hasattr(self.model, "freeze_backbone"):
+            self.model.freeze_backbone(self.current_epoch < getattr(self.model, "frozen_epochs", 0))
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise RuntimeError("no optimizer given: this module was loaded for evaluation only")
-        parameters = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in parameters if p.dim() >= 2]},
-                  {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
-        optimizer = self.optimizer_factory([group for group in groups if group["params"]])
+        optimizer = self.optimizer_factory(self._parameter_groups())
+        for group in optimizer.param_groups:  # a pretrained backbone's own rate (models.musicnn)
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.scheduler is None:
             return optimizer
         plateau = self.scheduler.plateau(optimizer, mode=metric_keys.MONITOR_MODE)
@@ -167,7 +191,13 @@ class TagRetrievalModule(L.LightningModule):
         elif warmup and self.global_step == warmup:
             for group in optimizer.param_groups:
                 group["lr"] = group.pop("warmup_target_lr", group["lr"])
+        frozen = [group for group in optimizer.param_groups if group.get("frozen_epochs", 0) > self.current_epoch]
+        rates = [group["lr"] for group in frozen]
+        for group in frozen:  # no step (AdamW's decay is scaled by the rate too); the moments still see the gradients
+            group["lr"] = 0.0
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        for group, rate in zip(frozen, rates):
+            group["lr"] = rate
 
     def _step_seed(self, stream: int) -> int:
         """A seed for this step's random stream ``stream``: a function of (seed, global step, rank) only."""
