@@ -199,6 +199,8 @@ def test_the_overlap_warning_names_the_network_and_the_dataset(tmp_path):
                                  "baseline.source.weights=MSD", "baseline.source.architecture=vgg",
                                  "baseline.source.layer=pooled")[0]
     assert "MTT_musicnn" in warnings("data=mtat", "mode=tag", "pretrained=MTT_musicnn", "tracks=x")[0]
+    assert "MSD_vgg" in warnings("data=msd500", "model=musicnn", "model.pretrained=MSD_vgg")[0]
+    assert warnings("data=mtat", "model=musicnn", "model.pretrained=MSD_musicnn") == []
     assert warnings("data=mtat", "song_features=handcrafted") == warnings("data=synthetic", "song_features=musicnn") == []
 
 

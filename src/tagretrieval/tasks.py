@@ -42,7 +42,7 @@ from tagretrieval.evaluation.results import small_split_note
 from tagretrieval.evaluation.unseen import check_unseen_vectors, choose_unseen_tags
 from tagretrieval.runtime.launch import n_training_processes
 from tagretrieval.models import TagRetrievalModel
-from tagretrieval.models.choice import auto_model, fitting_models, model_inputs, model_name
+from tagretrieval.models.choice import MODELS, auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.training.module import TagRetrievalModule
 from tagretrieval.training.recipe import CROPS_PER_SONG, auto_cnn_channels, auto_pairs_per_epoch, recipe_block
@@ -89,7 +89,7 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
 
 def pretrained_models(cfg: DictConfig) -> list[str]:
     """The musicnn networks (``MTT_musicnn``, ...) this run uses: ``song_features=musicnn``, ``baseline/source=musicnn``
-    (``+baseline=musicnn_probe``), ``mode=tag pretrained=NAME``."""
+    (``+baseline=musicnn_probe``), ``mode=tag pretrained=NAME``, ``model=musicnn``."""
     models = []
     baseline = cfg.get("baseline")
     for node in (cfg.get("song_features"), baseline.get("source") if baseline else None):
@@ -97,6 +97,9 @@ def pretrained_models(cfg: DictConfig) -> list[str]:
             models.append(pretrained_model(weights=node.weights, architecture=node.architecture))
     if cfg.mode == "tag" and cfg.get("pretrained"):
         models.append(str(cfg.pretrained))
+    model = cfg.get("model")
+    if model and model.get("_target_") == MODELS["musicnn"]:  # model=musicnn: a network to fine-tune
+        models.append(str(model.pretrained))
     return models
 
 
