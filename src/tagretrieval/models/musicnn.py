@@ -22,19 +22,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor, nn
+import torch
+from torch import Tensor
 
 from tagretrieval.models.branches import ChunkPooling, MLPBranch
 from tagretrieval.models.retrieval import TagRetrievalModel, _check_positive
 from tagretrieval.pretrained import MODELS, MUSICNN_FRONTEND, MusicnnFrontend, build_network, load_pretrained
+from tagretrieval.pretrained.embedder import LAYERS as EMBEDDER_LAYERS
 
 __all__ = ["LAYERS", "MusicnnModel"]
 
-LAYERS: dict[str, dict[str, int]] = {
-    "musicnn": {"penultimate": 200, "pooled": 1506, "mean_pool": 753, "max_pool": 753},
-    "vgg": {"pooled": 256, "mean_pool": 128, "max_pool": 128},
+LAYERS: dict[str, tuple[str, ...]] = {
+    architecture: tuple(layer for layer in layers if layer != "taggram") for architecture, layers in EMBEDDER_LAYERS.items()
 }
-"""The backbone outputs a head may read (their sizes), per architecture (the networks' ``forward`` keys)."""
+"""The backbone outputs a head may read, per architecture: those of ``song_features=musicnn`` but the taggram."""
 
 
 class MusicnnModel(TagRetrievalModel, spec_target="tagretrieval.models.musicnn.MusicnnModel"):
@@ -43,8 +44,8 @@ class MusicnnModel(TagRetrievalModel, spec_target="tagretrieval.models.musicnn.M
     Args:
         pretrained: which network initialises the backbone: ``MTT_musicnn``, ``MSD_musicnn``, ``MTT_vgg`` or
             ``MSD_vgg`` (:data:`tagretrieval.pretrained.MODELS`).
-        layer: the backbone output the head reads (:data:`LAYERS`; ``penultimate`` is musicnn's 200-unit dense
-            layer, ``pooled`` the max and mean of the mid end's features over time).
+        layer: the backbone output the head reads (:data:`LAYERS`; musicnn: ``penultimate``, its 200-unit dense
+            layer, or ``pooled``, ``max_pool``, ``mean_pool``: the mid end's features over time; VGG: ``pooled``).
         chunk_frames: frames per chunk; musicnn was trained on 187 (3 s).
         n_eval_chunks: evenly spaced chunks per song in evaluation.
         pooling: how a song's chunk embeddings become one (:class:`~tagretrieval.models.branches.ChunkPooling`).
@@ -88,8 +89,10 @@ class MusicnnModel(TagRetrievalModel, spec_target="tagretrieval.models.musicnn.M
         self.backbone_lr_scale, self.frozen_epochs = float(backbone_lr_scale), int(frozen_epochs)
         self.chunk_frames, self.n_eval_chunks, self.n_mels = chunk_frames, n_eval_chunks, MUSICNN_FRONTEND["n_mels"]
         self.backbone = build_network(architecture)
-        self.head = MLPBranch(in_dim=LAYERS[architecture][layer], hidden_dim=hidden_dim, out_dim=embedding_dim,
-                              dropout=dropout)
+        with torch.no_grad():  # the layer's size: one silent patch (eval mode: batch norm of a batch of 1)
+            size = self.backbone.eval()(torch.zeros(1, self.n_mels, chunk_frames))[layer].shape[1]
+        self.backbone.train()
+        self.head = MLPBranch(in_dim=int(size), hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
         self.chunk_pooling = ChunkPooling(mode=pooling, dim=embedding_dim)
         self.backbone_frozen = False
 
