@@ -15,6 +15,8 @@ Sections (``--sections`` picks some):
   mel           our torch log-mel front end (default threads and 1 thread) vs librosa, per 30 s clip; on a GPU too
   prepare       mel-store preparation of 200 generated 30 s MP3s vs decoding them only (goal: <= 1.5x decoding)
   retrieval     latency per query over 10k / 100k / 1M embeddings: brute force vs faiss exact vs faiss approximate
+  musicnn       MTT_musicnn embeddings of the same 8 x 30 s clips: ours (torch) vs musicnn's own TensorFlow code run by
+                --tf-python (a side environment with TensorFlow; goal: ours >= 2x on the same CPU); scripts/bench_musicnn.py
 """
 
 from __future__ import annotations
@@ -206,6 +208,12 @@ def bench_train_throughput_section() -> dict:
     return bench_train_throughput()
 
 
+def bench_musicnn_section() -> dict:
+    from bench_musicnn import bench_musicnn
+
+    return bench_musicnn()
+
+
 def bench_evaluation_section() -> dict:
     from bench_loader import bench_evaluation
 
@@ -215,14 +223,17 @@ def bench_evaluation_section() -> dict:
 SECTIONS = {"eval_metrics": bench_eval_metrics, "sampler": bench_sampler, "train_step": bench_train_step,
             "loader": bench_loader_section, "train_throughput": bench_train_throughput_section,
             "evaluation": bench_evaluation_section, "mel": bench_mel, "prepare": bench_prepare_section,
-            "retrieval": bench_retrieval_section}
+            "retrieval": bench_retrieval_section, "musicnn": bench_musicnn_section}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--tf-python", help="musicnn section: the Python of an environment with TensorFlow and musicnn")
     args = parser.parse_args()
+    if args.tf_python:
+        os.environ["TAGRETRIEVAL_TF_PYTHON"] = args.tf_python
     random.seed(0)
     results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                            "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
