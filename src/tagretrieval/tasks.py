@@ -28,6 +28,7 @@ from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.training.checkpoints import data_config, is_ours, module_from_checkpoint, read_checkpoint
 from tagretrieval.runtime.console import configure_console
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
+from tagretrieval.data.samplers import untagged_per_batch
 from tagretrieval.runtime.lock import exclusive, lock_path_for
 from tagretrieval.data.inputs import AUDIO, FEATURES, dataset_inputs, describe
 from tagretrieval.data.prepared import PreparedDataset
@@ -342,9 +343,14 @@ def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | No
                  ("loss", _settings(cfg.loss))]
     else:
         rows.append(("baseline", _settings(cfg.baseline) + auto.get("crops", "")))
+    train_rows = dataset.split_indices(metric_keys.TRAIN)
+    n_untagged = int((~np.asarray(dataset.labels[train_rows]).any(axis=1)).sum())
+    per_batch = untagged_per_batch(batch_size=int(cfg.sampler.batch_size), n_untagged=n_untagged, n_songs=n_train)
     rows += [("CNN channels", f"{list(cfg.cnn_channels)}{auto.get('cnn', '')}"),
              ("sampling", f"{str(cfg.sampler._target_).rsplit('.', 1)[-1]}, batch {cfg.sampler.batch_size}, "
-                          f"{cfg.sampler.pairs_per_epoch:,} pairs per epoch{auto.get('pairs', '')}")]
+                          f"{cfg.sampler.pairs_per_epoch:,} pairs per epoch{auto.get('pairs', '')}"
+                          + (f"; {n_untagged:,} untagged training songs used as negatives"
+                             + (f" (+{per_batch} per batch)" if per_batch else "") if model is not None else ""))]
     if model is not None:
         rows += [("context", f"{cfg.train_chunks} crop(s) of {cfg.chunk_frames} frames per training song; "
                              f"{cfg.n_eval_chunks} chunks per test song, {cfg.validation.n_chunks} per valid song"),
