@@ -1,8 +1,9 @@
 """A test-only Lightning callback, added to real runs by a Hydra override: records what training actually saw.
 
 ``+callbacks.recorder._target_=batch_recorder.BatchRecorder +callbacks.recorder.path=FILE`` appends one JSON line
-per training batch: epoch, global step, the rows and anchor tags of the batch (indices and names), how many
-tag columns its labels have, and a checksum of its mel crops.
+per training batch: epoch, global step, the rows of the batch's songs (its pairs', then its untagged songs'), the
+pairs' anchor tags (indices and names), how many tag columns its labels have and how many tags each row carries,
+and a checksum of its mel crops.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class BatchRecorder(L.Callback):
         record = {"epoch": trainer.current_epoch, "step": trainer.global_step, "rank": trainer.global_rank,
                   "rows": batch["row"].tolist(), "tags": batch["tag"].tolist(),
                   "tag_names": [pl_module.tags[i] for i in batch["tag"].tolist()],
-                  "label_columns": int(batch["labels"].shape[1])}
+                  "label_columns": int(batch["labels"].shape[1]),
+                  "labels_per_row": batch["labels"].sum(dim=1).tolist()}
         if "mel" in batch:
             mel = batch["mel"].double()
             record["mel_sum"] = float(mel.sum())

@@ -77,3 +77,20 @@ def test_quickstart_test_command_is_what_ci_runs():
     test_command = next(c for c in commands if "pytest" in c)
     assert test_command == 'pip install torch==2.13.0 -e ".[test]" && python -m pytest'
     assert test_command in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_scaling_table_is_what_its_command_prints():
+    """docs/scale-out.md's table of the scaling rules is pasted output: its command, run, prints it again."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    page = (REPO / "docs" / "scale-out.md").read_text()
+    section = page.split("## Scaling rules", 1)[1].split("\n## ", 1)[0]
+    command = next(line for line in section.splitlines() if line.startswith("python -m tagretrieval.training.recipe"))
+    table = "\n".join(line for line in section.split(command, 1)[1].splitlines() if line.startswith("|"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout
+    assert out.strip() == table.strip()

@@ -22,6 +22,7 @@ import soundfile as sf
 from tagretrieval.audio import MelFrontend
 from tagretrieval.data.mtat import importer as mtat
 from tagretrieval.data.report import TooManySkippedError
+from tagretrieval.data.samplers import UNTAGGED as UNTAGGED_TAG, PositiveIndex, RandomPairSampler
 
 from conftest import read_metrics, run_task
 
@@ -211,6 +212,20 @@ def test_pons_protocol_keeps_clips_without_a_top50_tag(mtat_root):
     assert any("gt files agree with annotations_final.csv on" in note and "differ" not in note
                for note in report["notes"])
     assert any("mels: 1 computed" in note for note in report["notes"])  # only UNTAGGED is new: mels are shared
+
+
+def test_pons_keeps_untagged_training_clips_and_training_uses_them_as_negatives(mtat_root, tmp_path):
+    # musicnn trains on its ~3.4k training clips without a top-50 tag: here UNTAGGED is listed in train_gt_mtt.tsv
+    clips = [{**c, "split": "train"} if c["clip_id"] == UNTAGGED else c for c in clip_rows()]
+    write_pons_split(tmp_path / "pons", clips)
+    dataset = importer(mtat_root, split="pons", split_dir=str(tmp_path / "pons"),
+                       prepared_dir=str(tmp_path / "p")).prepare(frontend=MelFrontend(), progress=False)
+    row = dataset.track_ids.index(UNTAGGED)
+    assert dataset.tracks["split"][row] == "train" and not dataset.labels[row].any()
+    index = PositiveIndex.from_labels(dataset.labels, dataset.split_indices("train"))
+    assert index.untagged.tolist() == [row]
+    batch = RandomPairSampler(batch_size=64).batch(index, np.random.default_rng(0))
+    assert row in batch[64:, 0] and (batch[64:, 1] == UNTAGGED_TAG).all()
 
 
 def test_all_188_tags_and_doctored_split_files(mtat_root, tmp_path):

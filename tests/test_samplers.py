@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tagretrieval.data.samplers import (
-    BalancedPairSampler, BalancedWeightedPairSampler, EpochBatchSampler, PositiveIndex, RandomPairSampler, choose_negatives,
+    UNTAGGED, BalancedPairSampler, BalancedWeightedPairSampler, EpochBatchSampler, PositiveIndex, RandomPairSampler,
+    choose_negatives, untagged_per_batch,
 )
 
 
@@ -103,3 +104,44 @@ def test_batch_size_must_allow_in_batch_negatives_and_an_epoch_at_least_one_batc
     assert len(EpochBatchSampler(short, index, world_size=2)) == 1
     with pytest.raises(ValueError, match="pairs_per_epoch=40 is less than one batch on each of the 4 rank"):
         EpochBatchSampler(short, index, world_size=4)  # no silent rounding up to one batch
+
+
+SAMPLERS = (RandomPairSampler, BalancedPairSampler, BalancedWeightedPairSampler)
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_untagged_training_songs_enter_every_batch_as_negatives(kind):
+    # rows 6-9 carry no tag: never a positive, but 4 of the 10 training songs, so 4/6 of a batch's pairs come along
+    labels = np.zeros((12, 3), dtype=np.uint8)
+    labels[[0, 1, 2], 0] = labels[[2, 3, 4, 5], 1] = labels[[5, 0], 2] = 1
+    index = PositiveIndex.from_labels(labels, np.arange(10))  # rows 10 and 11: not training songs
+    assert index.untagged.tolist() == [6, 7, 8, 9]
+    sampler = kind(batch_size=12, pairs_per_epoch=12 * 500, seed=3)
+    assert sampler.n_untagged(index) == 8  # round(12 x 4 / 6)
+    seen = []
+    for batch in EpochBatchSampler(sampler, index):
+        pairs, extra = batch[:12], batch[12:]
+        assert len(extra) == 8 and (extra[:, 1] == UNTAGGED).all() and (pairs[:, 1] != UNTAGGED).all()
+        assert labels[pairs[:, 0].astype(int), pairs[:, 1].astype(int)].all()
+        assert ((extra[:, 2] >= 0) & (extra[:, 2] < 1)).all()
+        seen.append(extra[:, 0].astype(int))
+    share = np.bincount(np.concatenate(seen), minlength=12) / (8 * 500)
+    assert np.allclose(share[6:10], 0.25, atol=0.03) and not share[:6].any() and not share[10:].any()
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_without_untagged_songs_a_batch_is_exactly_the_pairs_of_before(kind):
+    labels = np.eye(5, dtype=np.uint8)[np.arange(20) % 5]
+    index = PositiveIndex.from_labels(labels, np.arange(20))
+    sampler = kind(batch_size=8, pairs_per_epoch=64, seed=1)
+    assert sampler.n_untagged(index) == 0 and len(index.untagged) == 0
+    for batch, number in zip(EpochBatchSampler(sampler, index), range(8)):
+        assert np.array_equal(batch, sampler.pairs(index, sampler.rng(epoch=0, rank=0, batch=number), 8))
+
+
+def test_untagged_per_batch_follows_their_share_within_bounds():
+    assert untagged_per_batch(batch_size=128, n_untagged=0, n_songs=100) == 0
+    assert untagged_per_batch(batch_size=128, n_untagged=3_400, n_songs=18_706) == 28  # MTAT pons: 3.4k of 18.7k
+    assert untagged_per_batch(batch_size=128, n_untagged=1, n_songs=100_000) == 1       # at least one
+    assert untagged_per_batch(batch_size=16, n_untagged=90, n_songs=100) == 16           # at most a batch
+    assert untagged_per_batch(batch_size=16, n_untagged=10, n_songs=10) == 0             # nothing to pair with

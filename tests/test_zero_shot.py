@@ -90,3 +90,30 @@ def test_mode_test_refuses_unseen_tags(tmp_path, trained_run):
     with pytest.raises(ConfigError, match="applies to mode=train"):
         run_task(["mode=test", f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", "eval.unseen_tags=[piano]"],
                  tmp_path / "run")
+
+
+@pytest.mark.parametrize("loss", ["multilabel", "triplet"])
+def test_songs_left_without_a_training_tag_are_trained_on_as_negatives(tmp_path, smoke_overrides, synthetic_root,
+                                                                       word_vectors, loss, caplog):
+    """Holding out every tag but piano, drums and japan leaves many training songs with no training tag: they are
+    never a positive, but every batch of a real fit carries some of them (all-zero label rows, after the pairs),
+    and the recipe block counts them."""
+    tags = [line.split(",")[0] for line in (synthetic_root / "tag_categories.csv").read_text().splitlines()[1:]]
+    unseen = [t for t in tags if t not in ("piano", "drums", "japan")]
+    recorded = tmp_path / "batches.jsonl"
+    with caplog.at_level("INFO", logger="tagretrieval.tasks"):
+        run_task([*smoke_overrides, "tag_encoder=word2vec", f"tag_encoder.path={word_vectors}", "tag_encoder.dim=8",
+                  f"eval.unseen_tags=[{','.join(unseen)}]", f"loss={loss}", "sampler=random", "logger=none",
+                  "+callbacks.recorder._target_=batch_recorder.BatchRecorder", f"+callbacks.recorder.path={recorded}"],
+                 tmp_path / "run")
+    batches = read_records(recorded)
+    assert len(batches) == 8
+    for batch in batches:
+        n_pairs = len(batch["tags"])
+        assert n_pairs == 16 and len(batch["rows"]) > n_pairs   # the pairs, then untagged songs
+        assert all(n > 0 for n in batch["labels_per_row"][:n_pairs])
+        assert all(n == 0 for n in batch["labels_per_row"][n_pairs:])
+    assert np.isfinite(read_metrics(tmp_path / "run")["macro"]["roc_auc"])
+    block = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe ("))
+    n_untagged = int(block.split(" untagged training songs used as negatives")[0].rsplit("; ", 1)[-1].replace(",", ""))
+    assert n_untagged > 0 and "per batch)" in block

@@ -32,6 +32,7 @@ from tagretrieval.audio.store import cache_params
 from tagretrieval.training.checkpoints import data_config, is_ours, module_from_checkpoint, read_checkpoint
 from tagretrieval.runtime.console import configure_console
 from tagretrieval.data.datamodule import TagRetrievalDataModule, default_num_workers
+from tagretrieval.data.samplers import untagged_per_batch
 from tagretrieval.runtime.lock import exclusive, lock_path_for
 from tagretrieval.data.inputs import AUDIO, FEATURES, dataset_inputs, describe
 from tagretrieval.data.prepared import PreparedDataset
@@ -45,7 +46,8 @@ from tagretrieval.models import TagRetrievalModel
 from tagretrieval.models.choice import MODELS, auto_model, fitting_models, model_inputs, model_name
 from tagretrieval.models.reference import model_from_reference
 from tagretrieval.training.module import TagRetrievalModule
-from tagretrieval.training.recipe import CROPS_PER_SONG, auto_cnn_channels, auto_pairs_per_epoch, recipe_block
+from tagretrieval.training.recipe import (CROPS_PER_SONG, ScalePlan, auto_cnn_channels, auto_pairs_per_epoch,
+                                          recipe_block, scale_plan)
 from tagretrieval.reports.run_report import scores_path
 from tagretrieval.reports.scores import ScoreMatrix
 from tagretrieval.tags.shared import settings_key, shared_tag_matrix
@@ -362,6 +364,27 @@ def _settings(node) -> str:
     return f"{name}(" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"
 
 
+def apply_scale_plan(cfg: DictConfig, dataset: PreparedDataset, *, world_size: int, device: str) -> ScalePlan:
+    """The scaling rules (:func:`tagretrieval.training.recipe.scale_plan`) written into ``cfg``: ``optimizer.lr``
+    x the rule's factor, ``scheduler.warmup_steps`` in steps of the global batch, ``validation.max_songs`` from the
+    validation budget where it is null (left null where the whole split fits). Call once per run."""
+    scheduler = cfg.get("scheduler") or {}
+    plan = scale_plan(
+        world_size=world_size, n_train_songs=len(dataset.split_indices(metric_keys.TRAIN)),
+        n_valid_songs=len(dataset.split_indices(metric_keys.VALID)), batch_size=int(cfg.sampler.batch_size),
+        device=device, train_chunks=int(cfg.train_chunks), base_lr=float(cfg.optimizer.lr),
+        base_warmup_steps=int(scheduler.get("warmup_steps", 0)), n_valid_chunks=int(cfg.validation.n_chunks),
+        lr_rule=str(cfg.scaling.lr), valid_crop_fraction=float(cfg.scaling.valid_crop_fraction),
+        pairs_per_epoch=int(cfg.sampler.pairs_per_epoch), max_valid_songs=cfg.validation.max_songs,
+        validate_every_n_epochs=int(cfg.trainer.get("check_val_every_n_epoch") or 1))
+    with open_dict(cfg):
+        cfg.optimizer.lr = plan.lr
+        if "warmup_steps" in scheduler:
+            cfg.scheduler.warmup_steps = plan.warmup_steps
+        cfg.validation.max_songs = None if plan.valid_whole else plan.valid_songs
+    return plan
+
+
 def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | None = None,
                    announce: bool = True) -> None:
     """Fill the recipe's automatic settings into ``cfg`` (``sampler.pairs_per_epoch: null``, ``cnn_channels: null``:
@@ -386,6 +409,9 @@ def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | No
             # bce_cnn: the crops of the retrieval model's epoch, so that both train on the same compute
             baseline.crops_per_epoch = int(cfg.sampler.pairs_per_epoch) * int(cfg.train_chunks)
             auto["crops"] = f" (auto: {cfg.sampler.pairs_per_epoch:,} pairs x {cfg.train_chunks} crops)"
+    plan = None
+    if model is not None:  # the retrieval model's training follows the world size (docs/scale-out.md)
+        plan = apply_scale_plan(cfg, dataset, world_size=processes, device=device)
     if not announce:
         return
     stopping = (cfg.get("callbacks") or {}).get("early_stopping")
@@ -398,14 +424,21 @@ def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | No
                  ("loss", _settings(cfg.loss))]
     else:
         rows.append(("baseline", _settings(cfg.baseline) + auto.get("crops", "")))
+    train_rows = dataset.split_indices(metric_keys.TRAIN)
+    n_untagged = int((~np.asarray(dataset.labels[train_rows]).any(axis=1)).sum())
+    per_batch = untagged_per_batch(batch_size=int(cfg.sampler.batch_size), n_untagged=n_untagged, n_songs=n_train)
     rows += [("CNN channels", f"{list(cfg.cnn_channels)}{auto.get('cnn', '')}"),
              ("sampling", f"{str(cfg.sampler._target_).rsplit('.', 1)[-1]}, batch {cfg.sampler.batch_size}, "
-                          f"{cfg.sampler.pairs_per_epoch:,} pairs per epoch{auto.get('pairs', '')}")]
+                          f"{cfg.sampler.pairs_per_epoch:,} pairs per epoch{auto.get('pairs', '')}"
+                          + (f"; {n_untagged:,} untagged training songs used as negatives"
+                             + (f" (+{per_batch} per batch)" if per_batch else "") if model is not None else ""))]
     if model is not None:
         rows += [("context", f"{cfg.train_chunks} crop(s) of {cfg.chunk_frames} frames per training song; "
                              f"{cfg.n_eval_chunks} chunks per test song, {cfg.validation.n_chunks} per valid song"),
                  ("augment", _settings(cfg.augment)), ("optimizer", _settings(cfg.optimizer)),
                  ("schedule", _settings(cfg.scheduler))]
+    if plan is not None:
+        rows += plan.rows()
     threshold = stopping.get("stopping_threshold") if stopping else None
     rows.append(("stopping", (f"after {stopping.patience} validations without a better {metric_keys.MONITOR}"
                               + (f" or once it reaches {threshold:g}" if threshold is not None else "") + ", "

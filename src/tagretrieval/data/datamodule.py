@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tagretrieval.audio import MelStore
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.runtime.processes import exit_with_parent, resolve_start_method
-from tagretrieval.data.samplers import EpochBatchSampler, PairSampler, PositiveIndex
+from tagretrieval.data.samplers import UNTAGGED, EpochBatchSampler, PairSampler, PositiveIndex
 
 MAX_DEFAULT_WORKERS = 8
 """``loader.num_workers: null`` means ``min(8, CPU cores)`` loader processes."""
@@ -175,8 +175,10 @@ class SongInputs:
 
 
 class PairBatchDataset(Dataset):
-    """Key: ``[batch, 3]`` (dataset row of the positive song, anchor tag, crop position) from
-    :class:`EpochBatchSampler`; value: the whole batch (:meth:`SongInputs.batch` plus ``tag [batch]``), with
+    """Key: ``[B, 3]`` (dataset row of the positive song, anchor tag, crop position) from
+    :class:`EpochBatchSampler`: ``P`` pairs, then ``B - P`` untagged songs (anchor tag
+    :data:`~tagretrieval.data.samplers.UNTAGGED`); value: the whole batch (:meth:`SongInputs.batch` of the ``B``
+    songs plus ``tag [P]``, the pairs' anchor tags: song ``i < P`` is the positive of ``tag[i]``), with
     ``train_chunks`` crops per song."""
 
     def __init__(self, inputs: SongInputs, *, train_chunks: int = 1) -> None:
@@ -186,7 +188,11 @@ class PairBatchDataset(Dataset):
     def __getitem__(self, key: np.ndarray) -> dict[str, torch.Tensor]:
         key = np.asarray(key)
         batch = self.inputs.batch(key[:, 0].astype(np.int64), crop_positions=key[:, 2], n_crops=self.train_chunks)
-        batch["tag"] = torch.from_numpy(key[:, 1].astype(np.int64))
+        tag = key[:, 1].astype(np.int64)
+        n_pairs = int((tag != UNTAGGED).sum())
+        if (tag[n_pairs:] != UNTAGGED).any():
+            raise ValueError("a training batch must list its pairs before its untagged songs")
+        batch["tag"] = torch.from_numpy(tag[:n_pairs])
         return batch
 
 

@@ -9,6 +9,13 @@ Two halves, as in the reference implementation:
    same batch that does not carry tag ``i``; uniformly (``random``, ``balanced``) or with probability proportional
    to ``(cos(anchor, song) + 1) / 2`` (``balanced_weighted``: harder negatives more often).
 
+**Untagged training songs** (no tag of the training vocabulary: MTAT ``split=pons``'s clips without a top-50 tag,
+songs that carry only zero-shot held-out tags, untagged tracks of a folder) are never a positive, but they are
+trained on as negatives: each batch appends :meth:`PairSampler.n_untagged` of them (their share of the training
+set), as rows with the anchor tag :data:`UNTAGGED` (-1). They are candidate negatives of every anchor and the
+multi-label loss sees them with all-zero targets; a dataset without untagged training songs gets the same batches
+as before (the pairs are drawn first, from the same stream).
+
 The reference drew pairs and negatives in per-row Python loops; here each batch is a few numpy/torch array
 operations, which is what keeps a GPU fed (``scripts/benchmark.py``, section ``sampler``).
 """
@@ -24,6 +31,8 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 NEGATIVE_MODES = ("uniform", "weighted")
+UNTAGGED = -1
+"""The anchor tag of a batch row that is an untagged training song (a negative only, no pair of its own)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,11 @@ class PositiveIndex:
     song_start: np.ndarray
     tag_songs: np.ndarray
     tag_start: np.ndarray
+
+    @property
+    def untagged(self) -> np.ndarray:
+        """int64 ``[n_untagged]``: dataset rows of the training songs that carry no tag (negatives only)."""
+        return self.songs[np.diff(self.song_start) == 0]
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, rows: np.ndarray) -> "PositiveIndex":
@@ -61,13 +75,14 @@ def choose_negatives(*, anchors: torch.Tensor, songs: torch.Tensor, candidates: 
     """Pick a negative song of the batch for each anchor.
 
     Args:
-        anchors: tag embeddings ``[B, D]`` (only used by the weighted mode; no gradient flows).
-        songs: song embeddings ``[B, D]``.
-        candidates: bool ``[B, B]``; ``candidates[i, j]``: song j may be the negative of anchor i
+        anchors: tag embeddings ``[P, D]`` of the batch's ``P`` pairs (only used by the weighted mode; no gradient
+            flows).
+        songs: song embeddings ``[B, D]``, ``B >= P``: the pairs' songs, then the batch's untagged songs.
+        candidates: bool ``[P, B]``; ``candidates[i, j]``: song j may be the negative of anchor i
             (it does not carry tag i).
         mode: ``"uniform"``, or ``"weighted"`` (probability proportional to ``(cos(anchor, song) + 1) / 2``).
     Returns:
-        ``(index [B] long, valid [B] bool)``; a row without any candidate is invalid (its index is arbitrary).
+        ``(index [P] long into the B songs, valid [P] bool)``; a row without any candidate is invalid (its index is arbitrary).
     """
     if mode not in NEGATIVE_MODES:
         raise ValueError(f"unknown negative mode {mode!r}; expected one of {NEGATIVE_MODES}")
@@ -80,6 +95,16 @@ def choose_negatives(*, anchors: torch.Tensor, songs: torch.Tensor, candidates: 
     weights = torch.where(valid[:, None], weights, torch.ones_like(weights))
     index = torch.multinomial(weights, 1, generator=generator).squeeze(1)
     return index, valid
+
+
+def untagged_per_batch(*, batch_size: int, n_untagged: int, n_songs: int) -> int:
+    """Untagged songs appended to each batch of ``batch_size`` pairs, for ``n_untagged`` of ``n_songs`` training
+    songs: ``round(batch_size * n_untagged / n_tagged)``, so that they have in the batch the share they have in the
+    training set; at least 1 where there are any, at most ``batch_size`` (half the batch); 0 without any."""
+    n_tagged = n_songs - n_untagged
+    if n_untagged == 0 or n_tagged == 0:
+        return 0
+    return int(min(batch_size, max(1, round(batch_size * n_untagged / n_tagged))))
 
 
 class PairSampler:
@@ -127,6 +152,25 @@ class PairSampler:
             song = index.tag_songs[index.tag_start[tag] + (u[:, 1] * count).astype(np.int64)]
         return np.stack([index.songs[song], tag, u[:, 2]], axis=1)
 
+    def n_untagged(self, index: PositiveIndex) -> int:
+        """Untagged songs appended to each batch (:func:`untagged_per_batch`)."""
+        return untagged_per_batch(batch_size=self.batch_size, n_untagged=len(index.untagged),
+                                  n_songs=len(index.songs))
+
+    def batch(self, index: PositiveIndex, rng: np.random.Generator) -> np.ndarray:
+        """One training batch, float64 ``[batch_size + n_untagged, 3]``: :meth:`pairs` (drawn first, so a dataset
+        without untagged songs gets exactly those), then :meth:`n_untagged` untagged songs drawn uniformly, with
+        replacement, as rows (dataset row, :data:`UNTAGGED`, crop position)."""
+        pairs = self.pairs(index, rng, self.batch_size)
+        n_extra = self.n_untagged(index)
+        if n_extra == 0:
+            return pairs
+        u = rng.random((n_extra, 2))
+        untagged = index.untagged
+        rows = untagged[(u[:, 0] * len(untagged)).astype(np.int64)]
+        extra = np.stack([rows, np.full(n_extra, UNTAGGED), u[:, 1]], axis=1)
+        return np.concatenate([pairs, extra])
+
 
 class RandomPairSampler(PairSampler):
     """Reference ``random``: a song uniformly, then one of its tags; uniform in-batch negatives."""
@@ -150,8 +194,9 @@ class BalancedWeightedPairSampler(PairSampler):
 
 
 class EpochBatchSampler(Sampler):
-    """The training DataLoader's ``sampler``: yields one key per batch, ``float64 [batch_size, 3]`` rows of
-    (dataset row of the positive song, anchor tag, crop position in [0, 1)), for one rank.
+    """The training DataLoader's ``sampler``: yields one key per batch, ``float64 [batch_size + n_untagged, 3]``
+    rows of (dataset row of the positive song, anchor tag, crop position in [0, 1)), for one rank
+    (:meth:`PairSampler.batch`: the pairs, then the batch's untagged songs with the anchor tag :data:`UNTAGGED`).
 
     Batch ``b`` of epoch ``e`` on rank ``r`` is a pure function of ``(seed, e, r, b)``, so every epoch draws fresh
     pairs and crops and a resumed run continues the stream of an uninterrupted one. The epoch is read once, when an
@@ -181,4 +226,4 @@ class EpochBatchSampler(Sampler):
         epoch = self.epoch if self.epoch_fn is None else int(self.epoch_fn())
         for batch in range(self.n_batches):
             rng = self.pair_sampler.rng(epoch=epoch, rank=self.rank, batch=batch)
-            yield self.pair_sampler.pairs(self.index, rng, self.pair_sampler.batch_size)
+            yield self.pair_sampler.batch(self.index, rng)

@@ -228,7 +228,7 @@ class TagRetrievalModule(L.LightningModule):
         return self.model.embed_song_chunks(mel, **inputs)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        tag = batch["tag"]
+        tag = batch["tag"]  # [P]: the pairs' anchors; the batch's songs [B >= P] end with its untagged songs
         if self.augment is not None and "mel" in batch:
             batch["mel"], batch["labels"] = self.augment(batch["mel"], batch["labels"],
                                                          generator=self._step_generator(2))
@@ -247,11 +247,11 @@ class TagRetrievalModule(L.LightningModule):
                         anchors=anchors.detach(), songs=songs.detach(), candidates=~positive,
                         mode=self.hparams["negatives"], generator=self._step_generator(0),
                     )
-                    loss = self.loss(anchors, songs, songs[index], valid)
+                    loss = self.loss(anchors, songs[:len(tag)], songs[index], valid)
                     count = valid.sum()
                     self._valid_triplets = count if self._valid_triplets is None else self._valid_triplets + count
                 else:
-                    loss = self.loss(anchors, songs, positive)
+                    loss = self.loss(anchors, songs[:len(tag)], positive[:, :len(tag)])  # square [P, P]
         # no host sync per step: the step value is not on the progress bar (reading it there would wait for the GPU);
         # the epoch mean is averaged over all DDP ranks (sync_dist) once, at the epoch's end
         self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, on_step=True, on_epoch=True,
