@@ -89,9 +89,9 @@ def test_ddp_validates_fewer_songs_than_ranks_and_decides_on_triplets_over_all_r
 
 @pytest.mark.slow
 def test_ddp_without_a_best_checkpoint_tests_rank_zeros_final_weights_on_every_rank(tmp_path, smoke_overrides):
-    # no validation, so no best checkpoint: the test after training uses the weights at the end; under DDP each
-    # rank's batch-norm statistics are its own (DDP broadcasts rank 0's before each training forward, then every
-    # rank updates them with its own batch), so every rank must load one copy of them
+    # no validation, so no best checkpoint: the test after training uses the weights at the end. Under DDP each
+    # rank's batch-norm statistics are its own after training (DDP broadcasts rank 0's before each training forward,
+    # then every rank updates them with its own batch): every rank must test rank 0's (tasks.tested_checkpoint)
     run_dir = tmp_path / "ddp"
     overrides = [*smoke_overrides, "model=acoustic", "+trainer.limit_val_batches=0", "callbacks.early_stopping=null"]
     done = run_ddp([*overrides, *CPU_DDP, f"hydra.run.dir={run_dir}"])
@@ -99,8 +99,7 @@ def test_ddp_without_a_best_checkpoint_tests_rank_zeros_final_weights_on_every_r
     # a single-process test of the same weights: the same scores for every (tag, song), so the same metrics
     run_task([*overrides, "mode=test", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], tmp_path / "single")
     ddp_scores, single_scores = (np.load(d / "metrics" / "test_scores.npz")["scores"] for d in (run_dir, tmp_path / "single"))
-    # float32 cosines of embeddings computed in other batches (rank shards): equal to a few ulps, where the
-    # statistics of another rank move them by ~1e-3
+    # float32 cosines of embeddings computed in other batches (rank shards): equal to a few ulps
     np.testing.assert_allclose(ddp_scores, single_scores, rtol=0, atol=1e-5)
     ddp_macro, single_macro = (read_metrics(d)["macro"] for d in (run_dir, tmp_path / "single"))
     assert ddp_macro == pytest.approx(single_macro, abs=1e-6)

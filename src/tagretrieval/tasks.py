@@ -251,8 +251,10 @@ FINAL_CHECKPOINT = "checkpoints/final.ckpt"  # in the run folder: the weights mo
 def tested_checkpoint(trainer: L.Trainer, output_dir: Path) -> str:
     """The checkpoint ``mode=train`` tests: the best by :data:`metric_keys.MONITOR`. Without one (no callback keeps
     it, e.g. ``~callbacks``, or validation never ran) the weights at the end of training, with a warning, saved to
-    :data:`FINAL_CHECKPOINT` (rank 0's weights and batch-norm statistics: under DDP each rank's statistics drift
-    apart with its own batches, and every rank must embed its songs with the same network)."""
+    :data:`FINAL_CHECKPOINT` (rank 0's), so that what was tested is on disk (``mode=test ckpt_path=...`` repeats it)
+    and every DDP rank loads that one copy. Under DDP the ranks' batch-norm statistics drift apart in training (each
+    updates them with its own batches); Lightning 2.6 broadcasts rank 0's module state before an evaluation anyway
+    (``DDPStrategy.setup``), and loading one file does not depend on it."""
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks
                  if c.monitor == metric_keys.MONITOR and c.best_model_path), None)
     if best is not None:
