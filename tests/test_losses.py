@@ -152,3 +152,34 @@ def test_multilabel_loss_learns_its_scale_and_bias_and_ranks_by_cosine_alone():
         loss(tags, songs, torch.zeros(4, 6))
     with pytest.raises(ValueError, match="scale"):
         MultiLabelLoss(scale=0.0)
+
+
+def test_multilabel_scale_stays_at_most_its_cap_on_separable_data():
+    # four songs, each carrying one of four orthogonal tags: separable, so the loss keeps falling as the scale grows
+    tags, songs, labels = torch.eye(4), torch.eye(4), torch.eye(4)
+    loss = MultiLabelLoss(scale=10.0, bias=-2.0, max_scale=100.0)
+    optimizer = torch.optim.Adam(loss.parameters(), lr=0.5)  # uncapped, the scale passes 200 in these 500 steps
+    for _ in range(500):
+        optimizer.zero_grad()
+        loss(tags, songs, labels).backward()
+        optimizer.step()
+        loss.constrain_()  # what the training module does after every optimizer step
+        assert float(loss.log_scale.detach()) <= math.log(100.0) + 1e-6 and float(loss.scale) <= 100.0 + 1e-4
+    assert float(loss.scale) == pytest.approx(100.0, rel=1e-6)  # it went to the cap and stayed
+
+
+def test_multilabel_scale_gets_a_gradient_below_and_at_its_cap_and_the_logits_never_exceed_it():
+    tags, songs, labels = torch.eye(4), torch.eye(4), torch.eye(4)
+    for scale in (2.5, 5.0):  # at the cap too: a clamped parameter can still come back down (a small cap: no
+        loss = MultiLabelLoss(scale=scale, max_scale=5.0)  # sigmoid saturates to a float32 zero gradient)
+        loss(tags, songs, labels).backward()
+        assert float(loss.log_scale.grad) < 0  # separable: a larger scale lowers the loss
+    loss = MultiLabelLoss(scale=10.0, max_scale=100.0)
+    with torch.no_grad():
+        loss.log_scale.fill_(math.log(300.0))  # e.g. an older checkpoint's uncapped scale
+    assert float(loss.scale) == pytest.approx(100.0)
+    assert float(loss.logits(tags, songs).max()) == pytest.approx(100.0 - 2.0, rel=1e-5)
+    rebuilt = build_from_spec(MultiLabelLoss(scale=5.0, max_scale=20.0).spec())
+    assert rebuilt.max_log_scale == pytest.approx(math.log(20.0))
+    with pytest.raises(ValueError, match="max_scale"):
+        MultiLabelLoss(scale=200.0, max_scale=100.0)

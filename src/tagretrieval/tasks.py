@@ -277,15 +277,25 @@ def check_resume(path: str, module: TagRetrievalModule, *, trusted: bool) -> Non
             "settings, or start a new run without ckpt_path")
 
 
-def tested_checkpoint(trainer: L.Trainer) -> str | None:
+FINAL_CHECKPOINT = "checkpoints/final.ckpt"  # in the run folder: the weights mode=train tests without a best one
+
+
+def tested_checkpoint(trainer: L.Trainer, output_dir: Path) -> str:
     """The checkpoint ``mode=train`` tests: the best by :data:`metric_keys.MONITOR`. Without one (no callback keeps
-    it, e.g. ``~callbacks``, or validation never ran) the weights at the end of training, with a warning."""
+    it, e.g. ``~callbacks``, or validation never ran) the weights at the end of training, with a warning, saved to
+    :data:`FINAL_CHECKPOINT` (rank 0's), so that what was tested is on disk (``mode=test ckpt_path=...`` repeats it)
+    and every DDP rank loads that one copy. Under DDP the ranks' batch-norm statistics drift apart in training (each
+    updates them with its own batches); Lightning 2.6 broadcasts rank 0's module state before an evaluation anyway
+    (``DDPStrategy.setup``), and loading one file does not depend on it."""
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks
                  if c.monitor == metric_keys.MONITOR and c.best_model_path), None)
-    if best is None:
-        log.warning("no best checkpoint (no callback keeps the best %s, or validation never ran): testing the "
-                    "weights at the end of training instead", metric_keys.MONITOR)
-    return best
+    if best is not None:
+        return best
+    final = output_dir / FINAL_CHECKPOINT
+    log.warning("no best checkpoint (no callback keeps the best %s, or validation never ran): testing the "
+                "weights at the end of training instead, saved to %s", metric_keys.MONITOR, final)
+    trainer.save_checkpoint(final, weights_only=True)  # every rank calls it; rank 0 writes, then all wait for it
+    return str(final)
 
 
 def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalModel,
@@ -525,7 +535,7 @@ def train(cfg: DictConfig, output_dir: Path) -> RetrievalResults:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if unseen:
         return test_unseen(cfg, trainer, module, prepared, everything, all_vectors, unseen, output_dir)
-    trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint(trainer), verbose=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint(trainer, output_dir), verbose=False)
     return finish(trainer, module, dataset, output_dir)
 
 
@@ -537,9 +547,8 @@ def test_unseen(cfg: DictConfig, trainer: L.Trainer, module: TagRetrievalModule,
     The tag branch embeds the held-out tags' vectors as it embeds any query: a module with the whole vocabulary
     (``dataset``'s tags, ``vectors [n_tags, word_dim]``) around the trained network is tested.
     """
-    best = tested_checkpoint(trainer)
-    if best is not None:
-        module.load_state_dict(read_checkpoint(best, trusted=cfg.trust_pickles)["state_dict"])
+    tested = tested_checkpoint(trainer, output_dir)
+    module.load_state_dict(read_checkpoint(tested, trusted=cfg.trust_pickles)["state_dict"])
     everything = TagRetrievalModule(
         model=module.model, loss=module.loss, tags=dataset.tags, categories=dataset.categories,
         word_dim=vectors.shape[1], tag_vectors=vectors, seed=cfg.seed, k=cfg.top_k,

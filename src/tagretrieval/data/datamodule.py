@@ -208,17 +208,33 @@ class SongBatchDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
-        return self.inputs.batch(self.rows[np.asarray(positions, dtype=np.int64)], n_chunks=self.n_chunks)
+        """Position :data:`PADDING` gives the first song with ``row = -1`` (:class:`ShardBatchSampler`)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        padding = positions == PADDING
+        batch = self.inputs.batch(self.rows[np.where(padding, 0, positions)], n_chunks=self.n_chunks)
+        batch["row"][torch.from_numpy(padding)] = PADDING
+        return batch
+
+
+PADDING = -1  # the position (and the row) of the padding song of a rank without songs (ShardBatchSampler)
 
 
 class ShardBatchSampler(Sampler):
     """Rank ``r`` of ``w`` gets items ``r, r + w, ...`` in batches of ``batch_size``: every song evaluated exactly
-    once, no padding duplicates."""
+    once, no padding duplicates.
+
+    A rank with no item (a split, or ``validation.max_songs``, smaller than the world size) gets one batch
+    ``[PADDING]``, a song that the evaluation drops (its row is -1): Lightning skips the evaluation loop of a rank
+    without batches, its epoch-end hook included, and the other ranks would wait forever for it at the gather of
+    the split's embeddings (docs/scale-out.md). An empty split stays empty on every rank.
+    """
 
     def __init__(self, n: int, *, batch_size: int, rank: int, world_size: int) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         indices = np.arange(rank, n, world_size, dtype=np.int64)
+        if n > 0 and len(indices) == 0:
+            indices = np.array([PADDING], dtype=np.int64)
         self.batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
 
     def __len__(self) -> int:

@@ -21,7 +21,7 @@ from tagretrieval.data.datamodule import to_model_layout
 from tagretrieval.evaluation import RetrievalResults
 from tagretrieval.models import TagRetrievalModel, build_from_spec
 from tagretrieval.data.samplers import NEGATIVE_MODES, choose_negatives
-from tagretrieval.training.schedules import WarmupPlateau, warmup_factor
+from tagretrieval.training.schedules import WarmupPlateau, apply_warmup
 
 
 def scores_matrix(tag_embeddings: torch.Tensor, song_embeddings: torch.Tensor) -> torch.Tensor:
@@ -181,16 +181,12 @@ class TagRetrievalModule(L.LightningModule):
                                                          "strict": False}}
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        """The warm-up (:func:`~tagretrieval.training.schedules.warmup_factor`): the first ``warmup_steps`` steps run at a
-        fraction of each group's rate; the decay on plateau owns the rate afterwards."""
-        warmup = self.scheduler.warmup_steps if self.scheduler is not None else 0
-        if self.global_step < warmup:
-            for group in optimizer.param_groups:
-                target = group.setdefault("warmup_target_lr", group["lr"])  # kept in the optimizer's state
-                group["lr"] = target * warmup_factor(self.global_step, warmup_steps=warmup)
-        elif warmup and self.global_step == warmup:
-            for group in optimizer.param_groups:
-                group["lr"] = group.pop("warmup_target_lr", group["lr"])
+        """The warm-up (:func:`~tagretrieval.training.schedules.apply_warmup`): the first ``warmup_steps`` steps run at a
+        fraction of each group's rate (a decay on plateau meanwhile is kept); the decay on plateau owns the rate
+        afterwards. A pretrained backbone's groups in their ``frozen_epochs`` step at rate 0. After the step, the loss
+        clamps what it learns into its range (``constrain_``)."""
+        if self.scheduler is not None:
+            apply_warmup(optimizer, self.global_step, warmup_steps=self.scheduler.warmup_steps)
         frozen = [group for group in optimizer.param_groups if group.get("frozen_epochs", 0) > self.current_epoch]
         rates = [group["lr"] for group in frozen]
         for group in frozen:  # no step (AdamW's decay is scaled by the rate too); the moments still see the gradients
@@ -198,6 +194,7 @@ class TagRetrievalModule(L.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         for group, rate in zip(frozen, rates):
             group["lr"] = rate
+        self.loss.constrain_()
 
     def _step_seed(self, stream: int) -> int:
         """A seed for this step's random stream ``stream``: a function of (seed, global step, rank) only."""
@@ -252,15 +249,27 @@ class TagRetrievalModule(L.LightningModule):
                     self._valid_triplets = count if self._valid_triplets is None else self._valid_triplets + count
                 else:
                     loss = self.loss(anchors, songs[:len(tag)], positive[:, :len(tag)])  # square [P, P]
-        # no host sync per step: the step value is not on the progress bar (reading it there would wait for the GPU);
-        # the epoch mean is averaged over all DDP ranks (sync_dist) once, at the epoch's end
-        self.log(metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS), loss, on_step=True, on_epoch=True,
-                 sync_dist=True, batch_size=len(tag))
+        # two keys, as Lightning names one logged on_step and on_epoch: the step value is this rank's (sync_dist on an
+        # on_step value all-reduces it at every step), the epoch mean is averaged over all DDP ranks once, at the
+        # epoch's end. No host sync per step either: the step value is not on the progress bar (reading it there
+        # would wait for the GPU)
+        name = metric_keys.key(metric_keys.TRAIN, metric_keys.LOSS)
+        self.log(f"{name}_step", loss.detach(), on_step=True, on_epoch=False, sync_dist=False, batch_size=len(tag))
+        self.log(f"{name}_epoch", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(tag))
         return loss
 
     def on_train_epoch_end(self) -> None:
         valid, self._valid_triplets = self._valid_triplets, None
-        if valid is not None and int(valid) == 0:  # one sync per epoch
+        if not self.loss.needs_negatives:
+            return
+        # the valid triplets of the epoch, and the ranks that trained on any batch, summed over the DDP ranks: one
+        # all-reduce and one host sync per epoch, and every rank takes the same decision (a rank raising alone
+        # would leave the others waiting for it at their next collective)
+        trained = valid is not None
+        counts = torch.stack([valid.long() if trained else torch.zeros((), dtype=torch.long, device=self.device),
+                              torch.tensor(int(trained), dtype=torch.long, device=self.device)])
+        total_valid, ranks_trained = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+        if ranks_trained and not total_valid:
             raise RuntimeError("no batch of this epoch had a valid triplet (every song of every batch carried the "
                                "anchor's tag): the loss was zero and nothing was learnt. Check the labels, or raise "
                                "sampler.batch_size")
@@ -278,7 +287,10 @@ class TagRetrievalModule(L.LightningModule):
         self._eval_step(batch)
 
     def _gather(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Song embeddings ``[n_songs, D]`` and labels ``[n_songs, n_tags]`` of the whole split, by row order."""
+        """Song embeddings ``[n_songs, D]`` and labels ``[n_songs, n_tags]`` of the whole split, by row order.
+
+        Every rank gets here with at least one batch (a rank without songs evaluates a padding song, row -1,
+        :class:`~tagretrieval.data.datamodule.ShardBatchSampler`), and every rank makes the same collectives."""
         rows = torch.cat([o[0] for o in self._eval_outputs])
         embeddings = torch.cat([o[1] for o in self._eval_outputs])
         labels = torch.cat([o[2] for o in self._eval_outputs])
@@ -290,10 +302,10 @@ class TagRetrievalModule(L.LightningModule):
             embeddings = F.pad(embeddings, (0, 0, 0, pad))
             labels = F.pad(labels, (0, 0, 0, pad))
             rows, embeddings, labels = (self.all_gather(x).flatten(0, 1) for x in (rows, embeddings, labels))
-            keep = rows >= 0
-            rows, embeddings, labels = rows[keep], embeddings[keep], labels[keep]
+        keep = rows >= 0  # neither the gather's padding nor a padding song
+        rows, embeddings, labels = rows[keep], embeddings[keep], labels[keep]
         if len(torch.unique(rows)) != len(rows):
-            raise RuntimeError("a song was evaluated twice: evaluation loaders must shard without padding")
+            raise RuntimeError("a song was evaluated twice: evaluation loaders must shard without duplicates")
         order = torch.argsort(rows)
         return embeddings[order], labels[order]
 

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-__all__ = ["WarmupPlateau", "warmup_factor"]
+__all__ = ["WarmupPlateau", "apply_warmup", "warmup_factor"]
 
 
 def warmup_factor(step: int, *, warmup_steps: int) -> float:
@@ -28,6 +28,29 @@ def warmup_factor(step: int, *, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, (step + 1) / warmup_steps)
+
+
+_APPLIED = "warmup_factor"  # the factor the last warm-up step applied, in the param group (so in the checkpoint)
+
+
+def apply_warmup(optimizer: torch.optim.Optimizer, step: int, *, warmup_steps: int) -> None:
+    """Set each param group's rate for optimizer step ``step`` (0-based) of the warm-up: its base rate times
+    :func:`warmup_factor`; nothing from step ``warmup_steps`` on.
+
+    The base rate is the group's current rate divided by the factor the previous warm-up step applied, not the rate
+    the optimizer started with: a decay on plateau during the warm-up (an epoch shorter than the warm-up) multiplies
+    the current rate, and so the base, and the warm-up keeps that cut instead of ramping back to the original rate.
+    """
+    if step >= warmup_steps:
+        return
+    factor = warmup_factor(step, warmup_steps=warmup_steps)
+    for group in optimizer.param_groups:
+        if "warmup_target_lr" in group:  # a checkpoint saved mid-warm-up by an older version: its base rate
+            group[_APPLIED] = group["lr"] / group.pop("warmup_target_lr")
+        applied = group.pop(_APPLIED, 1.0)
+        group["lr"] = group["lr"] / applied * factor
+        if factor < 1.0:
+            group[_APPLIED] = factor
 
 
 class WarmupPlateau:
