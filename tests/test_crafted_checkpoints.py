@@ -45,7 +45,7 @@ def user_folder(tmp_path) -> Path:
     """A user's folder holding files with the names of a prepared import (what the crafted file aims at)."""
     folder = tmp_path / "home" / "work"
     (folder / "mels").mkdir(parents=True)
-    for name in ("features.npy", "tracks.csv", "labels.npy", "manifest.json", "mels/index.json"):
+    for name in ("features.npy", "tracks.csv", "labels.npy", "notes.txt", "mels/index.json"):
         (folder / name).write_text(f"the user's own {name}\n")
     return folder
 
