@@ -73,6 +73,8 @@ def prepare_data(cfg: DictConfig, output_dir: Path) -> Prepared:
     importer = instantiate(cfg.data)
     for warning in pretrained_overlap(cfg):
         log.warning("%s", warning)
+    if cfg.get("data_read_only"):
+        return _read_only_data(cfg, importer, frontend, output_dir)
     with exclusive(lock_path_for(importer.prepared_dir), purpose=f"import of {importer.prepared_dir}"):
         dataset = importer.prepare(frontend=frontend, progress=cfg.progress)
         if cfg.song_features:  # computed into the prepared folder under the same lock (tagretrieval.data.song_features)
@@ -110,6 +112,47 @@ def pretrained_overlap(cfg: DictConfig) -> list[str]:
     ``data=mtat``, an MSD-trained one on ``data=msd500`` (the data sub-package of ``data._target_`` names the set)."""
     dataset = (str(cfg.data.get("_target_", "")).split(".")[-2:] or [""])[0]  # tagretrieval.data.mtat.MTATImporter
     return [w for model in dict.fromkeys(pretrained_models(cfg)) if (w := overlapping_dataset(model, dataset))]
+
+
+def _read_only_data(cfg: DictConfig, importer, frontend: MelFrontend, output_dir: Path) -> Prepared:
+    """``data_read_only``: the current import of ``cfg.data`` where it already is, read without importing, generating,
+    locking or writing anything at its paths (the data a checkpoint remembers: :func:`checkpoint_settings`).
+
+    Raises:
+        DataError: there is no current import of it (or, with ``song_features``, no complete feature cache); the
+            one-line message lists the data's paths and how to proceed.
+    """
+    load_existing = getattr(importer, "load_existing", None)  # the importers' reuse test (data/importer.py)
+    dataset = load_existing() if load_existing is not None else None
+    if dataset is None:
+        raise DataError(_read_only_refusal(cfg, "holds no current import of it"))
+    if cfg.song_features:
+        workers = {"num_workers": 0} if "num_workers" in cfg.song_features else {}
+        song_features = instantiate(cfg.song_features, **workers)
+        if song_features.missing(dataset):
+            raise DataError(_read_only_refusal(cfg, "holds no complete feature cache for its song_features"))
+        dataset = song_features.attach(dataset, report_dir=output_dir, progress=False)
+    report = copy_report(importer.prepared_dir, output_dir)
+    log.info("prepared dataset '%s' at %s (read only): %d tracks, %d tags; %s", dataset.name, importer.prepared_dir,
+             len(dataset.tracks), len(dataset.tags), skipped_summary(report) if report else "no import report")
+    return Prepared(dataset=dataset, frontend=frontend, prepared_dir=Path(importer.prepared_dir))
+
+
+PATH_KEYS = ("root", "prepared_dir")
+
+
+def _data_paths(node: dict) -> str:
+    """The paths a data config names: ``root``, ``prepared_dir`` and any other ``*_dir``/``*path*``/``*file*``."""
+    keys = [k for k in node if k in PATH_KEYS or k.endswith("_dir") or "path" in k or "file" in k]
+    return ", ".join(f"data.{k}={node[k]}" for k in dict.fromkeys(keys) if isinstance(node[k], str))
+
+
+def _read_only_refusal(cfg: DictConfig, what: str) -> str:
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    where = f"the data ckpt_path={cfg.ckpt_path} remembers" if cfg.ckpt_path else "the data"
+    return (f"{where} ({_data_paths(node)}) {what}, and a checkpoint's paths are only read, never imported or "
+            f"written into: import that data first, name the data on the command line (data=NAME data.root=PATH), or "
+            f"pass trust_checkpoint_paths=true if you trust the checkpoint's paths")
 
 
 def tag_vectors(cfg: DictConfig, dataset: PreparedDataset, *, shared_in: Path | None = None,
@@ -231,6 +274,10 @@ def checkpoint_settings(cfg: DictConfig, overrides: Sequence[str] | None) -> Dic
 
     ``overrides``: the command line (Hydra's task overrides); None counts every setting as given (a config
     composed in code says what it wants).
+
+    A checkpoint may come from anyone: unless ``trust_checkpoint_paths``, the data taken from it is only read where
+    a current import of it already is (``data_read_only``: nothing imported, generated or written at its paths),
+    and its ``num_workers`` are 0.
     """
     checkpoint = read_checkpoint(cfg.ckpt_path, trusted=cfg.trust_pickles)
     if overrides is not None and is_ours(checkpoint) and chosen(overrides, "model") and AUTO_CHOICES not in cfg.model:
@@ -244,12 +291,20 @@ def checkpoint_settings(cfg: DictConfig, overrides: Sequence[str] | None) -> Dic
     given = {key for key in stored if overrides is None or chosen(overrides, key)}
     if "trust_pickles" in stored["data"]:  # the run's decision, never the file's
         stored["data"]["trust_pickles"] = bool(cfg.trust_pickles)
+    read_only = "data" not in given and not cfg.get("trust_checkpoint_paths", False)
+    if read_only:  # the file's paths are only read, and nothing it says starts processes
+        for key in ("data", "song_features"):
+            if isinstance(stored.get(key), dict) and "num_workers" in stored[key]:
+                stored[key]["num_workers"] = 0
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         for key in set(stored) - given:
             OmegaConf.update(cfg, key, stored[key], merge=False)
+        if read_only:
+            cfg.data_read_only = True
     if "data" not in given:
-        log.info("data: %s, the checkpoint's training data", _data_label(stored["data"]))
+        log.info("data: %s, the checkpoint's training data%s", _data_label(stored["data"]),
+                 " (read only: trust_checkpoint_paths=false)" if read_only else "")
     else:
         current = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "trust_pickles"}
         if current != {k: v for k, v in stored["data"].items() if k != "trust_pickles"}:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features
+from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features, read_cache
 from tagretrieval.data.pretrained_features import cache_path as musicnn_cache_path, pretrained_features
 from tagretrieval.audio.handcrafted import LEVELS, HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
@@ -67,6 +67,12 @@ class HandcraftedSongFeatures:
         self.level, self.cache_file = level, cache_file
         self.num_workers, self.save_every = num_workers, save_every
         self.max_skipped_fraction = max_skipped_fraction
+
+    def missing(self, dataset: PreparedDataset) -> bool:
+        """Whether :meth:`attach` would compute (and write) anything: a track with audio lacks a cached vector, or
+        the cache file is not a plain name inside the prepared folder (a checkpoint's data is only read)."""
+        return _missing(dataset, self.cache_file, params=self.extractor.params(), names=self.extractor.names,
+                        path=dataset.root / self.cache_file, what="hand-crafted feature cache")
 
     def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None,
                progress: bool = False) -> PreparedDataset:
@@ -115,6 +121,13 @@ class MusicnnSongFeatures:
                                         layer=layer, batch_size=batch_size, device=device)
         self.cache_dir, self.save_every, self.max_skipped_fraction = cache_dir, save_every, max_skipped_fraction
 
+    def missing(self, dataset: PreparedDataset) -> bool:
+        """As :meth:`HandcraftedSongFeatures.missing`, for the network's cache."""
+        embedder = self.embedder
+        return _missing(dataset, self.cache_dir, params=embedder.params(), names=embedder.names,
+                        path=musicnn_cache_path(dataset, embedder, cache_dir=self.cache_dir),
+                        what=f"{embedder.model} feature cache")
+
     def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None,
                progress: bool = False) -> PreparedDataset:
         """As :meth:`HandcraftedSongFeatures.attach`, with the network's embeddings."""
@@ -125,6 +138,14 @@ class MusicnnSongFeatures:
         return attach_matrix(dataset, matrix, source="musicnn", what=f"{embedder.model} {embedder.layer} values",
                              details={"model": embedder.model, "layer": embedder.layer, "params": embedder.params()},
                              cache=path, max_skipped_fraction=self.max_skipped_fraction, report_dir=report_dir)
+
+
+def _missing(dataset: PreparedDataset, name: str, *, params: dict, names: list[str], path: Path, what: str) -> bool:
+    if Path(name).name != name or name in ("", ".", ".."):
+        return True
+    cache = read_cache(path, params=params, names=names, what=what)
+    return any(audio and track_id not in cache for track_id, audio in zip(dataset.track_ids,
+                                                                          dataset.tracks["audio_path"]))
 
 
 def _check_audio(dataset: PreparedDataset, option: str) -> None:

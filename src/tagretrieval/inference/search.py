@@ -39,7 +39,7 @@ from tagretrieval.training.module import song_inputs
 
 
 def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None = None,
-                      trusted: bool = False) -> object | None:
+                      trusted: bool = False, local: Mapping | None = None) -> object | None:
     """The checkpoint's tag encoder when it can embed free text (its class has ``lookup``), else None.
 
     Encoders without ``lookup`` (co-occurrence, learned, ...) are not built: their vectors are in the checkpoint.
@@ -49,6 +49,10 @@ def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None =
         word_vectors: a word-vector file replacing the spec's ``path`` (the file moved since training).
         trusted: let the encoder load a word-vector file that is a pickle (gensim ``.model``/``.kv``). This is the
             caller's decision: a ``trust_pickle`` stored in the spec (i.e. in the checkpoint) is ignored.
+        local: the current run's settings of the encoder (``cfg.tag_encoder``), or None. The settings an encoder
+            class lists in ``LOCAL_SETTINGS`` (where it loads a model from, where it writes a cache) are taken from
+            them or from the class's defaults, never from the spec; a spec whose ``model`` differs from the one this
+            run would load is refused (its vectors would differ).
     """
     encoder_class = None if spec is None else resolve_target(spec["_target_"])
     if encoder_class is None or not callable(getattr(encoder_class, "lookup", None)):
@@ -58,11 +62,33 @@ def encoder_from_spec(spec: Mapping | None, *, word_vectors: str | Path | None =
                               "vectors are in another space, so other word vectors cannot be queried")
         return None
     spec = {key: value for key, value in spec.items() if key != "trust_pickle"}
+    spec = _local_settings(encoder_class, spec, local)
     if "trust_pickle" in inspect.signature(encoder_class).parameters:
         spec["trust_pickle"] = trusted
     if word_vectors is not None:
         spec["path"] = str(word_vectors)
     return build_from_spec(spec)
+
+
+def _local_settings(encoder_class, spec: dict, local: Mapping | None) -> dict:
+    """``spec`` with the encoder's ``LOCAL_SETTINGS`` from ``local`` (same target only) or the class defaults."""
+    names = getattr(encoder_class, "LOCAL_SETTINGS", ())
+    if not names:
+        return spec
+    if local is not None and local.get("_target_") != f"{encoder_class.__module__}.{encoder_class.__qualname__}":
+        local = None  # the run configures another encoder: the defaults
+    parameters = inspect.signature(encoder_class).parameters
+    here = {name: (local or {}).get(name, parameters[name].default) for name in names}
+    if "model" in here and spec.get("model", here["model"]) != here["model"]:
+        raise ConfigError(f"the checkpoint's tag encoder was tag_encoder.model={spec['model']}, this run would load "
+                          f"{here['model']} (its vectors would differ): a checkpoint does not choose what is loaded; "
+                          f"if you trust that model, give tag_encoder={_config_name(encoder_class)} "
+                          f"tag_encoder.model={spec['model']} on the command line")
+    return {**spec, **here}
+
+
+def _config_name(encoder_class) -> str:
+    return {"SentenceEncoder": "sentence"}.get(encoder_class.__name__, encoder_class.__name__)
 
 
 class Searcher:
@@ -94,11 +120,12 @@ class Searcher:
 
     @classmethod
     def from_module(cls, module, *, word_vectors: str | Path | None = None, device: str | torch.device = "cpu",
-                    trusted: bool = False) -> "Searcher":
+                    trusted: bool = False, local_encoder: Mapping | None = None) -> "Searcher":
         """From a :class:`~tagretrieval.training.module.TagRetrievalModule` (tags, tag vectors and encoder spec inside);
-        ``trusted``: its word-vector file may be a pickle (see :func:`encoder_from_spec`)."""
+        ``trusted``: its word-vector file may be a pickle; ``local_encoder``: the run's tag-encoder settings (see
+        :func:`encoder_from_spec`)."""
         spec = module.hparams["tag_encoder"]
-        encoder = encoder_from_spec(spec, word_vectors=word_vectors, trusted=trusted)
+        encoder = encoder_from_spec(spec, word_vectors=word_vectors, trusted=trusted, local=local_encoder)
         return cls(model=module.model, tags=module.tags, categories=module.hparams["categories"],
                    tag_vectors=module.tag_vectors, encoder=encoder,
                    encoder_label=encoder_name(spec, encoder), device=device)

@@ -55,7 +55,8 @@ def build_searcher(cfg: DictConfig, checkpoint: dict, dataset: PreparedDataset |
     ``dataset`` and ``cfg.tag_encoder`` (as ``mode=test`` does), so it needs one."""
     if is_ours(checkpoint):
         return Searcher.from_module(module_from_checkpoint(checkpoint), word_vectors=cfg.inference.word_vectors,
-                                    device=cfg.inference.device, trusted=cfg.trust_pickles)
+                                    device=cfg.inference.device, trusted=cfg.trust_pickles,
+                                    local_encoder=OmegaConf.to_container(cfg.tag_encoder, resolve=True))
     if dataset is None:
         raise ConfigError(f"{cfg.ckpt_path} is a reference checkpoint (no tag vocabulary inside): its tags come from "
                          "the configured dataset and tag_encoder")

@@ -72,6 +72,9 @@ class SentenceEncoder:
     """
 
     trainable = False
+    LOCAL_SETTINGS: tuple[str, ...] = ("model", "cache_dir")
+    """Where the encoder loads from (a model folder can name classes to import) and writes to: the current run's
+    settings or the defaults, never a checkpoint's (:func:`tagretrieval.inference.search.encoder_from_spec`)."""
 
     def __init__(self, *, model: str = DEFAULT_MODEL, dim: int = 384, cache_dir: str = "data/sentence_encoder",
                  batch_size: int = 64, device: str = "cpu", drop_missing: bool = False) -> None:

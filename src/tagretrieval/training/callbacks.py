@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tagretrieval.evaluation import metric_keys
+from tagretrieval.runtime.errors import UserError
 from tagretrieval.runtime.files import atomic_write
+
+log = logging.getLogger(__name__)
+BEST_NAME = "best.ckpt"  # the file BestCheckpoint writes (filename="best")
+
+
+def not_a_best_checkpoint(path: Path, old_dirpath: Path) -> str | None:
+    """Why ``path`` (a resumed checkpoint's ``best_model_path``) is not the best checkpoint of that old run, or None
+    when it is: a regular file (not a link) named :data:`BEST_NAME` in the old run's ``dirpath``, holding one of our
+    checkpoints (read weights-only). Both paths come from the file being resumed, which may come from anyone."""
+    from tagretrieval.training.checkpoints import is_ours, read_checkpoint  # checkpoints imports the models
+
+    if path.name != BEST_NAME:
+        return f"not named {BEST_NAME}"
+    if path.parent != old_dirpath:
+        return f"not in the old run's checkpoint folder {old_dirpath}"
+    if path.is_symlink() or not path.is_file():
+        return "not a regular file"
+    try:
+        if not is_ours(read_checkpoint(path)):
+            return "not a tagretrieval checkpoint"
+    except UserError as error:
+        return str(error)
+    return None
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -21,12 +46,21 @@ class BestCheckpoint(ModelCheckpoint):
     """
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the best so far; the old best is copied only if it is that run's own best checkpoint
+        (:func:`not_a_best_checkpoint`), else skipped with a warning. No path of the file outside this run's folder
+        is kept: Lightning would later load the best path (test) and delete the k-th best one."""
         old_dirpath = state_dict.get("dirpath")
         super().load_state_dict(state_dict)
+        self._forget_paths_outside(None if self.dirpath is None else Path(self.dirpath))
         old_best, score = state_dict.get("best_model_path"), state_dict.get("best_model_score")
         if old_dirpath is None or self.dirpath is None or Path(old_dirpath) == Path(self.dirpath):
             return
-        if not old_best or score is None or not Path(old_best).is_file():
+        if not old_best or score is None or not Path(old_best).exists():
+            return
+        why = not_a_best_checkpoint(Path(old_best), Path(old_dirpath))
+        if why is not None:
+            log.warning("resuming: the checkpoint names %s as its best checkpoint, which is not copied (%s); the best "
+                        "is chosen again from this run's validations", old_best, why)
             return
         target = Path(self.dirpath) / Path(old_best).name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +68,18 @@ class BestCheckpoint(ModelCheckpoint):
         self.best_model_path = self.kth_best_model_path = str(target)
         self.best_model_score = self.kth_value = score
         self.best_k_models = {str(target): score}
+
+    def _forget_paths_outside(self, folder: Path | None) -> None:
+        """Drop every restored path that is not in ``folder`` (this run's checkpoints)."""
+        def inside(path) -> bool:
+            return bool(path) and folder is not None and Path(path).parent == folder
+
+        self.best_k_models = {p: v for p, v in self.best_k_models.items() if inside(p)}
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if not inside(getattr(self, name)):
+                setattr(self, name, "")
+        if not self.best_model_path:
+            self.best_model_score = None
 
     def __init__(self, *, dirpath: str) -> None:
         super().__init__(

@@ -116,7 +116,7 @@ def generate_synthetic(root: str | os.PathLike, *, spec: SyntheticSpec, progress
     last.
     """
     root = Path(root)
-    if _matches_existing(root=root, spec=spec):
+    if matches_existing(root=root, spec=spec):
         return root
     if root.exists() and any(not _is_lock_file(p) for p in root.iterdir()):
         raise FileExistsError(f"{root} exists, is not empty and holds no synthetic.json; refusing to overwrite it")
@@ -133,7 +133,7 @@ def generate_synthetic(root: str | os.PathLike, *, spec: SyntheticSpec, progress
             else:
                 os.replace(tmp, root)
         except OSError:
-            if not _matches_existing(root=root, spec=spec):  # a concurrent run may have finished first
+            if not matches_existing(root=root, spec=spec):  # a concurrent run may have finished first
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -144,7 +144,7 @@ def _is_lock_file(path: Path) -> bool:
     return path.is_file() and path.name.startswith(".") and path.name.endswith(".lock")
 
 
-def _matches_existing(*, root: Path, spec: SyntheticSpec) -> bool:
+def matches_existing(*, root: Path, spec: SyntheticSpec) -> bool:
     """True if ``root`` holds a complete dataset made from ``spec``; ValueError if from another."""
     manifest_path = root / "synthetic.json"
     if not manifest_path.is_file():

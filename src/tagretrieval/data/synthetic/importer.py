@@ -8,7 +8,7 @@ from tagretrieval.audio import MelFrontend
 from tagretrieval.data.folder.importer import FolderImporter
 from tagretrieval.data.inputs import AUDIO, CF
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.data.synthetic.generate import SyntheticSpec, generate_synthetic
+from tagretrieval.data.synthetic.generate import SyntheticSpec, generate_synthetic, matches_existing
 
 
 class SyntheticImporter:
@@ -42,6 +42,16 @@ class SyntheticImporter:
     def song_inputs(self) -> frozenset[str]:
         """What the import holds for the song branch (:mod:`tagretrieval.data.inputs`): audio and CF vectors."""
         return frozenset({AUDIO, CF})
+
+    def load_existing(self) -> PreparedDataset | None:
+        """The current import (``root`` holds the dataset of these settings and ``prepared_dir`` its import), or
+        None; reads only, generates nothing."""
+        try:
+            if not matches_existing(root=self.root, spec=self.spec):
+                return None
+        except ValueError:  # generated with other settings
+            return None
+        return self.folder.load_existing()
 
     def prepare(self, *, frontend: MelFrontend, progress: bool = True) -> PreparedDataset:
         generate_synthetic(self.root, spec=self.spec, progress=progress)
