@@ -366,8 +366,9 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared, model: TagRetrievalMod
     return TagRetrievalDataModule(
         dataset=dataset, sampler=instantiate(cfg.sampler), mel_store=mel_store, use_cf=model.uses_cf,
         use_features=model.uses_features,
-        chunk_frames=getattr(model, "chunk_frames", cfg.chunk_frames),
-        n_eval_chunks=getattr(model, "n_eval_chunks", cfg.n_eval_chunks), train_chunks=cfg.train_chunks,
+        # a model with its own front end (model=musicnn) brings its chunk length (musicnn's 3-s patch)
+        chunk_frames=model.chunk_frames if hasattr(model, "mel_frontend") else cfg.chunk_frames,
+        n_eval_chunks=cfg.n_eval_chunks, train_chunks=cfg.train_chunks,
         n_valid_chunks=cfg.validation.n_chunks, max_valid_songs=cfg.validation.max_songs,
         eval_batch_size=loader.eval_batch_size, seed=cfg.seed,
         num_workers=default_num_workers() if loader.num_workers is None else loader.num_workers,
