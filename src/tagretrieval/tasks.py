@@ -119,7 +119,7 @@ def _read_only_data(cfg: DictConfig, importer, frontend: MelFrontend, output_dir
     locking or writing anything at its paths (the data a checkpoint remembers: :func:`checkpoint_settings`).
 
     Raises:
-        DataError: there is no current import of it (or, with ``song_features``, no complete feature cache); the
+        DataError: there is no current import of it (or, with ``song_features``, no feature cache); the
             one-line message lists the data's paths and how to proceed.
     """
     load_existing = getattr(importer, "load_existing", None)  # the importers' reuse test (data/importer.py)
@@ -129,9 +129,10 @@ def _read_only_data(cfg: DictConfig, importer, frontend: MelFrontend, output_dir
     if cfg.song_features:
         workers = {"num_workers": 0} if "num_workers" in cfg.song_features else {}
         song_features = instantiate(cfg.song_features, **workers)
-        if song_features.missing(dataset):
-            raise DataError(_read_only_refusal(cfg, "holds no complete feature cache for its song_features"))
-        dataset = song_features.attach(dataset, report_dir=output_dir, progress=False)
+        if not song_features.has_cache(dataset):
+            raise DataError(_read_only_refusal(cfg, "holds no feature cache for its song_features"))
+        # tracks the cache lacks are skipped and reported (song_features.max_skipped_fraction), not computed
+        dataset = song_features.attach(dataset, report_dir=output_dir, progress=False, read_only=True)
     report = copy_report(importer.prepared_dir, output_dir)
     log.info("prepared dataset '%s' at %s (read only): %d tracks, %d tags; %s", dataset.name, importer.prepared_dir,
              len(dataset.tracks), len(dataset.tags), skipped_summary(report) if report else "no import report")

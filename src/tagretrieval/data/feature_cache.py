@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 CACHE_FILE = "handcrafted_features.npz"
 JOB_TRACKS = 8  # tracks per job sent to a worker process
+NOT_COMPUTED = "not in the feature cache, and the data is only read (data_read_only): not computed"
 
 
 class FeatureCacheMismatchError(UserError, ValueError):
@@ -143,7 +144,7 @@ def _jobs(items: list[tuple[str, str]]):
 
 def handcrafted_features(dataset: PreparedDataset, extractor: HandcraftedExtractor, *, level: str,
                          cache_path: str | Path | None = None, num_workers: int = 0, save_every: int = 1000,
-                         progress: bool = True) -> FeatureMatrix:
+                         progress: bool = True, compute: bool = True) -> FeatureMatrix:
     """The ``level`` features of every track of ``dataset``, from and into the cache (module doc).
 
     Args:
@@ -151,6 +152,7 @@ def handcrafted_features(dataset: PreparedDataset, extractor: HandcraftedExtract
         num_workers: 0 computes in this process; ``n > 0`` uses ``n`` "spawn" worker processes, each warming
             librosa's numba kernels up once, with at most ``2 * n`` jobs of :data:`JOB_TRACKS` tracks in flight.
         save_every: rewrite the cache after this many newly computed tracks (and at the end).
+        compute: False reads the cache only: tracks it lacks are skipped (:data:`NOT_COMPUTED`), nothing is written.
 
     Raises:
         FeatureCacheMismatchError: the cache was made with other parameters.
@@ -166,8 +168,7 @@ def handcrafted_features(dataset: PreparedDataset, extractor: HandcraftedExtract
     if len(no_audio) == len(paths):
         raise ValueError(f"dataset '{dataset.name}' ({dataset.root}) has no audio paths (tracks.csv audio_path is "
                          "empty): hand-crafted features need the audio; use another source (cf, features)")
-    skipped = {t: "no audio_path in tracks.csv" for t in no_audio}
-    todo = [(t, p) for t, p in zip(dataset.track_ids, paths) if p and t not in cache]
+    skipped, todo = cache_todo(dataset, cache, compute=compute)
     if todo:
         log.info("hand-crafted features: %d of %d tracks to compute (%d cached in %s), %d worker(s)", len(todo),
                  len(paths), len(paths) - len(todo) - len(no_audio), cache_path, num_workers)
@@ -208,15 +209,34 @@ def handcrafted_features(dataset: PreparedDataset, extractor: HandcraftedExtract
             bar.close()
             if new:
                 write_cache(cache_path, cache, params=params, names=names)
+    matrix = cached_matrix(dataset, cache, skipped, names=names, what="hand-crafted features",
+                           description=f"hand-crafted features ({cache_path})")
+    return matrix.columns(feature_names(level=level, n_mfcc=extractor.n_mfcc))
+
+
+def cache_todo(dataset: PreparedDataset, cache: dict[str, np.ndarray], *,
+               compute: bool) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """``(skipped, todo)``: track id -> why it has no features (no audio path; with ``compute`` off, not in
+    ``cache``), and the ``(track id, audio path)`` pairs to compute."""
+    paths = dataset.tracks["audio_path"].tolist()
+    skipped = {t: "no audio_path in tracks.csv" for t, p in zip(dataset.track_ids, paths) if not p}
+    todo = [(t, p) for t, p in zip(dataset.track_ids, paths) if p and t not in cache]
+    if not compute:
+        skipped.update((t, NOT_COMPUTED) for t, _ in todo)
+        todo = []
+    return skipped, todo
+
+
+def cached_matrix(dataset: PreparedDataset, cache: dict[str, np.ndarray], skipped: dict[str, str], *,
+                  names: list[str], what: str, description: str) -> FeatureMatrix:
+    """The :class:`FeatureMatrix` of ``dataset``'s tracks from ``cache`` (rows of ``skipped`` tracks invalid); the
+    skipped tracks are logged (the first five with their reasons) under ``what``."""
     if skipped:
         shown = "; ".join(f"{t}: {r}" for t, r in list(skipped.items())[:5])
-        log.warning("hand-crafted features: %d track(s) skipped (%s%s)", len(skipped), shown,
-                    " ..." if len(skipped) > 5 else "")
-    values = np.zeros((len(paths), len(names)), dtype=np.float32)
-    valid = np.zeros(len(paths), dtype=bool)
+        log.warning("%s: %d track(s) skipped (%s%s)", what, len(skipped), shown, " ..." if len(skipped) > 5 else "")
+    values = np.zeros((len(dataset.track_ids), len(names)), dtype=np.float32)
+    valid = np.zeros(len(dataset.track_ids), dtype=bool)
     for i, track_id in enumerate(dataset.track_ids):
         if track_id in cache and track_id not in skipped:
             values[i], valid[i] = cache[track_id], True
-    matrix = FeatureMatrix(values=values, names=names, valid=valid, skipped=skipped,
-                           description=f"hand-crafted features ({cache_path})")
-    return matrix.columns(feature_names(level=level, n_mfcc=extractor.n_mfcc))
+    return FeatureMatrix(values=values, names=names, valid=valid, skipped=skipped, description=description)

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tagretrieval.audio import AudioDecodeError
-from tagretrieval.data.feature_cache import FeatureMatrix, read_cache, write_cache
+from tagretrieval.data.feature_cache import FeatureMatrix, cache_todo, cached_matrix, read_cache, write_cache
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.pretrained.embedder import MusicnnEmbedder
 
@@ -52,8 +52,9 @@ def embed_one(embedder: MusicnnEmbedder, path: str) -> tuple[np.ndarray | None, 
 
 
 def pretrained_features(dataset: PreparedDataset, embedder: MusicnnEmbedder, *, path: str | Path,
-                        save_every: int = 1000, progress: bool = True) -> FeatureMatrix:
-    """``embedder``'s vector of every track of ``dataset``, from and into the cache ``path`` (module doc).
+                        save_every: int = 1000, progress: bool = True, compute: bool = True) -> FeatureMatrix:
+    """``embedder``'s vector of every track of ``dataset``, from and into the cache ``path`` (module doc); with
+    ``compute`` off the cache is only read (as :func:`tagretrieval.data.feature_cache.handcrafted_features`).
 
     Raises:
         FeatureCacheMismatchError: the cache was made with other parameters.
@@ -71,8 +72,7 @@ def pretrained_features(dataset: PreparedDataset, embedder: MusicnnEmbedder, *, 
                          f"empty): {embedder.model} embeddings need the audio")
     names = embedder.names
     cache = read_cache(path, params=params, names=names, what=f"{embedder.model} feature cache")
-    skipped = {t: "no audio_path in tracks.csv" for t in no_audio}
-    todo = [(t, p) for t, p in zip(dataset.track_ids, paths) if p and t not in cache]
+    skipped, todo = cache_todo(dataset, cache, compute=compute)
     if todo:
         log.info("%s %s embeddings: %d of %d tracks to compute (%d cached in %s), on %s", embedder.model,
                  embedder.layer, len(todo), len(paths), len(paths) - len(todo) - len(no_audio), path,
@@ -92,14 +92,5 @@ def pretrained_features(dataset: PreparedDataset, embedder: MusicnnEmbedder, *, 
         finally:
             if new:
                 write_cache(path, cache, params=params, names=names)
-    if skipped:
-        shown = "; ".join(f"{t}: {r}" for t, r in list(skipped.items())[:5])
-        log.warning("%s embeddings: %d track(s) skipped (%s%s)", embedder.model, len(skipped), shown,
-                    " ..." if len(skipped) > 5 else "")
-    values = np.zeros((len(paths), len(names)), dtype=np.float32)
-    valid = np.zeros(len(paths), dtype=bool)
-    for i, track_id in enumerate(dataset.track_ids):
-        if track_id in cache and track_id not in skipped:
-            values[i], valid[i] = cache[track_id], True
-    return FeatureMatrix(values=values, names=names, valid=valid, skipped=skipped,
+    return cached_matrix(dataset, cache, skipped, names=names, what=f"{embedder.model} embeddings",
                          description=f"{embedder.model} {embedder.layer} embeddings ({path})")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features, read_cache
+from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features
 from tagretrieval.data.pretrained_features import cache_path as musicnn_cache_path, pretrained_features
 from tagretrieval.audio.handcrafted import LEVELS, HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
@@ -68,16 +68,16 @@ class HandcraftedSongFeatures:
         self.num_workers, self.save_every = num_workers, save_every
         self.max_skipped_fraction = max_skipped_fraction
 
-    def missing(self, dataset: PreparedDataset) -> bool:
-        """Whether :meth:`attach` would compute (and write) anything: a track with audio lacks a cached vector, or
-        the cache file is not a plain name inside the prepared folder (a checkpoint's data is only read)."""
-        return _missing(dataset, self.cache_file, params=self.extractor.params(), names=self.extractor.names,
-                        path=dataset.root / self.cache_file, what="hand-crafted feature cache")
+    def has_cache(self, dataset: PreparedDataset) -> bool:
+        """Whether ``dataset`` holds this cache (a plain file name inside its prepared folder) for
+        ``attach(read_only=True)``, a checkpoint's data that is only read."""
+        return _has_cache(self.cache_file, dataset.root / self.cache_file)
 
-    def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None,
-               progress: bool = False) -> PreparedDataset:
+    def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None, progress: bool = False,
+               read_only: bool = False) -> PreparedDataset:
         """``dataset`` with ``features`` = these features (float32 ``[n_kept, n_features]``), without the tracks that
         have none; the skipped tracks are written to ``report_dir / REPORT_FILE`` (when given) and logged.
+        ``read_only``: the cache is only read, tracks it lacks are skipped (nothing computed or written at the data).
 
         Raises:
             DataError: the dataset has no audio paths, or more than ``max_skipped_fraction`` of its tracks have no
@@ -87,7 +87,8 @@ class HandcraftedSongFeatures:
         cache_path = dataset.root / self.cache_file
         _check_audio(dataset, "handcrafted")
         matrix = handcrafted_features(dataset, self.extractor, level=self.level, cache_path=cache_path,
-                                      num_workers=self.num_workers, save_every=self.save_every, progress=progress)
+                                      num_workers=self.num_workers, save_every=self.save_every, progress=progress,
+                                      compute=not read_only)
         return attach_matrix(dataset, matrix, source="handcrafted", what=f"hand-crafted values (level {self.level})",
                              details={"level": self.level, "params": self.extractor.params()}, cache=cache_path,
                              max_skipped_fraction=self.max_skipped_fraction, report_dir=report_dir)
@@ -121,31 +122,25 @@ class MusicnnSongFeatures:
                                         layer=layer, batch_size=batch_size, device=device)
         self.cache_dir, self.save_every, self.max_skipped_fraction = cache_dir, save_every, max_skipped_fraction
 
-    def missing(self, dataset: PreparedDataset) -> bool:
-        """As :meth:`HandcraftedSongFeatures.missing`, for the network's cache."""
-        embedder = self.embedder
-        return _missing(dataset, self.cache_dir, params=embedder.params(), names=embedder.names,
-                        path=musicnn_cache_path(dataset, embedder, cache_dir=self.cache_dir),
-                        what=f"{embedder.model} feature cache")
+    def has_cache(self, dataset: PreparedDataset) -> bool:
+        """As :meth:`HandcraftedSongFeatures.has_cache`, for the network's cache."""
+        return _has_cache(self.cache_dir, musicnn_cache_path(dataset, self.embedder, cache_dir=self.cache_dir))
 
-    def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None,
-               progress: bool = False) -> PreparedDataset:
+    def attach(self, dataset: PreparedDataset, *, report_dir: str | Path | None = None, progress: bool = False,
+               read_only: bool = False) -> PreparedDataset:
         """As :meth:`HandcraftedSongFeatures.attach`, with the network's embeddings."""
         _check_audio(dataset, "musicnn")
         path = musicnn_cache_path(dataset, self.embedder, cache_dir=self.cache_dir)
-        matrix = pretrained_features(dataset, self.embedder, path=path, save_every=self.save_every, progress=progress)
+        matrix = pretrained_features(dataset, self.embedder, path=path, save_every=self.save_every, progress=progress,
+                                     compute=not read_only)
         embedder = self.embedder
         return attach_matrix(dataset, matrix, source="musicnn", what=f"{embedder.model} {embedder.layer} values",
                              details={"model": embedder.model, "layer": embedder.layer, "params": embedder.params()},
                              cache=path, max_skipped_fraction=self.max_skipped_fraction, report_dir=report_dir)
 
 
-def _missing(dataset: PreparedDataset, name: str, *, params: dict, names: list[str], path: Path, what: str) -> bool:
-    if Path(name).name != name or name in ("", ".", ".."):
-        return True
-    cache = read_cache(path, params=params, names=names, what=what)
-    return any(audio and track_id not in cache for track_id, audio in zip(dataset.track_ids,
-                                                                          dataset.tracks["audio_path"]))
+def _has_cache(name: str, path: Path) -> bool:
+    return Path(name).name == name and name not in ("", ".", "..") and path.is_file()
 
 
 def _check_audio(dataset: PreparedDataset, option: str) -> None:
