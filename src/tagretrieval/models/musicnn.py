@@ -27,8 +27,8 @@ from torch import Tensor
 
 from tagretrieval.models.branches import ChunkPooling, MLPBranch
 from tagretrieval.models.retrieval import TagRetrievalModel, _check_positive
-from tagretrieval.pretrained import MODELS, MUSICNN_FRONTEND, MusicnnFrontend, build_network, load_pretrained
-from tagretrieval.pretrained.embedder import LAYERS as EMBEDDER_LAYERS
+from tagretrieval.pretrained import MUSICNN_FRONTEND, MusicnnFrontend, build_network, load_pretrained
+from tagretrieval.pretrained.embedder import LAYERS as EMBEDDER_LAYERS, check_layer
 
 __all__ = ["LAYERS", "MusicnnModel"]
 
@@ -74,12 +74,7 @@ class MusicnnModel(TagRetrievalModel, spec_target="tagretrieval.models.musicnn.M
         frozen_epochs: int = 1,
     ) -> None:
         super().__init__(word_dim=word_dim, embedding_dim=embedding_dim, hidden_dim=hidden_dim, dropout=dropout)
-        if pretrained not in MODELS:
-            raise ValueError(f"pretrained must be one of {sorted(MODELS)}, got {pretrained!r}")
-        architecture = MODELS[pretrained]["architecture"]
-        if layer not in LAYERS[architecture]:
-            raise ValueError(f"layer {layer!r} is not an output of the {architecture} network: "
-                             f"one of {sorted(LAYERS[architecture])}")
+        architecture = check_layer(pretrained, layer, LAYERS)
         _check_positive(chunk_frames=chunk_frames, n_eval_chunks=n_eval_chunks)
         if not isinstance(frozen_epochs, int) or frozen_epochs < 0:
             raise ValueError(f"frozen_epochs must be an int >= 0, got {frozen_epochs!r}")

@@ -19,7 +19,7 @@ from tagretrieval.pretrained.frontend import MusicnnFrontend, patches
 from tagretrieval.pretrained.weights import MODELS, load_pretrained, model_tags
 from tagretrieval.runtime.errors import ConfigError
 
-__all__ = ["ARCHITECTURES", "EMBEDDER_VERSION", "LAYERS", "WEIGHTS", "MusicnnEmbedder", "pretrained_model"]
+__all__ = ["ARCHITECTURES", "EMBEDDER_VERSION", "LAYERS", "WEIGHTS", "MusicnnEmbedder", "check_layer", "pretrained_model"]
 
 EMBEDDER_VERSION = 1
 WEIGHTS = ("MTT", "MSD")
@@ -45,6 +45,22 @@ def pretrained_model(*, weights: str, architecture: str) -> str:
     return name
 
 
+def check_layer(model: str, layer: str, layers: dict[str, tuple[str, ...]] = LAYERS) -> str:
+    """The architecture of the wheel's ``model`` after checking that ``layer`` is one of its ``layers`` (default
+    :data:`LAYERS`; ``model=musicnn`` passes its own, without the taggram).
+
+    Raises:
+        ConfigError: an unknown model, or a layer its architecture does not have; the message lists the choices.
+    """
+    if model not in MODELS:
+        raise ConfigError(f"unknown pretrained model {model!r}: expected one of {sorted(MODELS)}")
+    architecture = MODELS[model]["architecture"]
+    if layer not in layers[architecture]:
+        raise ConfigError(f"layer={layer!r} is not an output of the {architecture} networks: expected one of "
+                          f"{list(layers[architecture])}")
+    return architecture
+
+
 class MusicnnEmbedder:
     """A pretrained musicnn network applied to whole clips (module doc).
 
@@ -61,12 +77,7 @@ class MusicnnEmbedder:
     sample_rate = 16000
 
     def __init__(self, *, model: str, layer: str, batch_size: int = 64, device: str = "cpu") -> None:
-        if model not in MODELS:
-            raise ConfigError(f"unknown pretrained model {model!r}: expected one of {sorted(MODELS)}")
-        architecture = MODELS[model]["architecture"]
-        if layer not in LAYERS[architecture]:
-            raise ConfigError(f"layer={layer!r} is not an output of the {architecture} networks: expected one of "
-                              f"{list(LAYERS[architecture])}")
+        check_layer(model, layer)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.layer, self.batch_size, self.device = model, layer, int(batch_size), str(device)
