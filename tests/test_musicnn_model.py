@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from tagretrieval.models import build_from_spec
-from tagretrieval.models.musicnn import MusicnnModel
-from tagretrieval.pretrained import INSTALL_HINT, load_pretrained
+from tagretrieval.models.musicnn import AFTER_LAYER, LAYERS, MusicnnModel
+from tagretrieval.pretrained import INSTALL_HINT, build_network, load_pretrained
 
 from conftest import read_metrics, run_main, run_task
 
@@ -67,6 +67,20 @@ def _fit(model: MusicnnModel, tmp_path, *, epochs: int):
     return module, trainer
 
 
+@pytest.mark.parametrize("architecture, layer", [(a, layer) for a, layers in LAYERS.items() for layer in layers])
+def test_only_the_backbone_parts_after_the_layer_are_left_untrained(architecture, layer):
+    """DDP refuses a trainable parameter without a gradient: what the model leaves untrained is exactly what the
+    layer does not depend on (autograd's answer), and everything else trains."""
+    network = build_network(architecture).eval()
+    network(torch.randn(2, 96, 187))[layer].sum().backward()
+    unused = {name for name, p in network.named_parameters() if p.grad is None}
+    model = MusicnnModel(**SMALL, pretrained=f"MTT_{architecture}", layer=layer)
+    untrained = {name for name, p in model.backbone.named_parameters() if not p.requires_grad}
+    assert untrained == unused and AFTER_LAYER[architecture][layer]
+    trained = {id(p) for group in model.parameter_groups() for p in group["params"]}
+    assert trained == {id(p) for p in model.parameters() if p.requires_grad}
+
+
 def test_training_starts_from_the_shipped_weights_keeps_them_frozen_then_moves_them_at_a_lower_rate(tmp_path):
     shipped = load_pretrained("MTT_musicnn").state_dict()
     model = MusicnnModel(**SMALL, frozen_epochs=1, backbone_lr_scale=0.1)
@@ -98,6 +112,6 @@ def test_main_trains_and_tests_model_musicnn_in_bf16_with_its_own_mels(tmp_path,
 @pytest.mark.slow
 def test_model_musicnn_trains_under_two_process_cpu_ddp(tmp_path, smoke_overrides):
     done = run_main([*smoke_overrides, *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.precision=bf16-mixed", f"paths.output_dir={tmp_path}"], timeout=900)
+                     "trainer.precision=bf16-mixed", f"hydra.run.dir={tmp_path}"], timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 0.0 < read_metrics(tmp_path)["macro"]["roc_auc"] <= 1.0

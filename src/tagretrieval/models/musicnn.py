@@ -36,6 +36,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     architecture: tuple(layer for layer in layers if layer != "taggram") for architecture, layers in EMBEDDER_LAYERS.items()
 }
 """The backbone outputs a head may read, per architecture: those of ``song_features=musicnn`` but the taggram."""
+AFTER_LAYER: dict[str, dict[str, tuple[str, ...]]] = {
+    "musicnn": {"penultimate": ("output",), **dict.fromkeys(("pooled", "max_pool", "mean_pool"),
+                                                            ("bn_pool", "dense", "bn_dense", "output"))},
+    "vgg": {"pooled": ("output",)},
+}
+"""The backbone's submodules a layer of :data:`LAYERS` does not depend on (tests/test_musicnn_model.py checks them
+against autograd)."""
 
 
 class MusicnnModel(TagRetrievalModel, spec_target="tagretrieval.models.musicnn.MusicnnModel"):
@@ -87,6 +94,10 @@ class MusicnnModel(TagRetrievalModel, spec_target="tagretrieval.models.musicnn.M
         with torch.no_grad():  # the layer's size: one silent patch (eval mode: batch norm of a batch of 1)
             size = self.backbone.eval()(torch.zeros(1, self.n_mels, chunk_frames))[layer].shape[1]
         self.backbone.train()
+        # the parts after the layer are not trained (DDP refuses parameters without a gradient); their shipped
+        # values stay in the state dict as they are
+        for name in AFTER_LAYER[architecture][layer]:
+            getattr(self.backbone, name).requires_grad_(False)
         self.head = MLPBranch(in_dim=int(size), hidden_dim=hidden_dim, out_dim=embedding_dim, dropout=dropout)
         self.chunk_pooling = ChunkPooling(mode=pooling, dim=embedding_dim)
         self.backbone_frozen = False
@@ -105,7 +116,8 @@ class MusicnnModel(TagRetrievalModel, spec_target="tagretrieval.models.musicnn.M
     def parameter_groups(self) -> list[dict]:
         """``[{"params": backbone, "lr_scale": backbone_lr_scale, "frozen_epochs": ...}, {"params": the rest}]``."""
         backbone = set(map(id, self.backbone.parameters()))
-        return [{"params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale,
+        trained = [p for p in self.backbone.parameters() if p.requires_grad]
+        return [{"params": trained, "lr_scale": self.backbone_lr_scale,
                  "frozen_epochs": self.frozen_epochs},
                 {"params": [p for p in self.parameters() if id(p) not in backbone]}]
 
