@@ -142,14 +142,7 @@ def tag(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
     searcher = build_searcher(cfg, checkpoint, None if prepared is None else prepared.dataset)
     embeddings = {}
     if ids:
-        row_of = {t: i for i, t in enumerate(prepared.dataset.track_ids)}
-        unknown = [t for t in ids if t not in row_of]
-        if unknown:
-            hints = {t: difflib.get_close_matches(t, list(row_of), n=3) for t in unknown}
-            raise ConfigError(
-                f"tracks: neither existing files nor track ids of dataset '{prepared.dataset.name}': "
-                + "; ".join(f"{t!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for t, h in hints.items()))
-        songs = searcher.embed_dataset(prepared.dataset, frontend=prepared.frontend, rows=[row_of[t] for t in ids],
+        songs = searcher.embed_dataset(prepared.dataset, frontend=prepared.frontend, rows=_rows_of(prepared.dataset, ids),
                                        batch_size=cfg.inference.batch_size)
         embeddings.update(zip(ids, songs))
     if files:
@@ -162,6 +155,23 @@ def tag(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
         _print_table(f"{entry}: top {len(entry_columns)} of {len(searcher.tags)} tags", ["rank", "score", "tag",
                      "category"], [[str(i + 1), f"{s:.4f}", searcher.tags[j], searcher.categories[j]]
                                    for i, (s, j) in enumerate(zip(entry_scores, entry_columns))])
+    return _write_tags(output_dir, results)
+
+
+def _rows_of(dataset: PreparedDataset, ids: list[str]) -> list[int]:
+    """The rows of track ``ids`` of ``dataset``; an unknown id is a ConfigError naming close matches."""
+    row_of = {t: i for i, t in enumerate(dataset.track_ids)}
+    unknown = [t for t in ids if t not in row_of]
+    if unknown:
+        hints = {t: difflib.get_close_matches(t, list(row_of), n=3) for t in unknown}
+        raise ConfigError(
+            f"tracks: neither existing files nor track ids of dataset '{dataset.name}': "
+            + "; ".join(f"{t!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for t, h in hints.items()))
+    return [row_of[t] for t in ids]
+
+
+def _write_tags(output_dir: Path, results: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """``results`` written to ``output_dir/tags.json`` (and returned)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     path = atomic_write_json(output_dir / "tags.json", results)
     print(f"tags written to {path}")
@@ -186,19 +196,12 @@ def expand_folders(entries: list[str]) -> list[str]:
 def _dataset_entries(cfg: DictConfig, prepared: Prepared, ids: list[str] | None) -> dict[str, str]:
     """Track id -> audio path of the ``ids`` (None: the tracks of ``cfg.inference.split``) of the dataset."""
     dataset = prepared.dataset
-    row_of = {t: i for i, t in enumerate(dataset.track_ids)}
     if ids is None:
         rows = split_rows(dataset, cfg.inference.split)
         if len(rows) == 0:
             raise DataError(f"dataset '{dataset.name}' has no track in split {cfg.inference.split!r}")
     else:
-        unknown = [t for t in ids if t not in row_of]
-        if unknown:
-            hints = {t: difflib.get_close_matches(t, list(row_of), n=3) for t in unknown}
-            raise ConfigError(
-                f"tracks: neither existing files nor track ids of dataset '{dataset.name}': "
-                + "; ".join(f"{t!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for t, h in hints.items()))
-        rows = [row_of[t] for t in ids]
+        rows = _rows_of(dataset, ids)
     return {dataset.track_ids[r]: str(dataset.tracks.at[r, "audio_path"]) for r in rows}
 
 
@@ -236,10 +239,7 @@ def tag_pretrained(cfg: DictConfig, output_dir: Path) -> dict[str, list[dict]]:
     _print_table(f"{embedder.model}: top {k} of its {len(embedder.tags)} tags (mean taggram over 3-s patches)",
                  ["song", "tags"], [[entry, ", ".join(f"{t['tag']} {t['score']:.2f}" for t in tags)]
                                     for entry, tags in results.items()])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = atomic_write_json(output_dir / "tags.json", results)
-    print(f"tags written to {path}")
-    return results
+    return _write_tags(output_dir, results)
 
 
 def export(cfg: DictConfig, output_dir: Path) -> dict[str, Path]:
