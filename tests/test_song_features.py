@@ -16,6 +16,7 @@ from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.models import build_from_spec, cut_eval_chunks
 from tagretrieval.models.fused import FusedModel
 from tagretrieval.data.song_features import REPORT_FILE
+from tagretrieval.data.feature_cache import NOT_COMPUTED
 
 from conftest import CONF, read_metrics, run_task
 
@@ -105,10 +106,15 @@ def test_fused_trains_on_audio_and_computed_features_and_skips_tracks_without_au
     assert module.hparams["model"]["_target_"] == "tagretrieval.models.fused.FusedModel"
     assert read_metrics(tmp_path / "run")["macro"]["roc_auc"] > 0.0
 
-    # the checkpoint remembers its song features: retrieval without song_features= computes the same ones
+    # the checkpoint remembers its song features: retrieval without song_features= reads the same ones, and only
+    # reads them (a checkpoint's data paths are never written): the track the cache lacks is skipped and reported
+    cache = root / "prepared" / "handcrafted_features.npz"
+    cached = cache.read_bytes()
     found = run_task(["mode=retrieve", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "query=piano",
                       "progress=false"], tmp_path / "retrieve")
     assert len(found["piano"]) == 10 and track_id not in {hit["track_id"] for hit in found["piano"]}
+    report = json.loads((tmp_path / "retrieve" / REPORT_FILE).read_text())
+    assert report["skipped"] == {track_id: NOT_COMPUTED} and cache.read_bytes() == cached
 
     # fused pools its chunks as chunk_pooling says, also trained on two crops per song in bf16 (features reused)
     run_task([*overrides, "chunk_pooling=attention", "train_chunks=2", "trainer.precision=bf16-mixed"],
