@@ -1,6 +1,6 @@
 """Build the real-music development set: scores of the music21 corpus rendered with FluidSynth, as a ``data=folder``.
 
-    python scripts/build_devset.py --out DEV [--n-clips 1000] [--seed 0] [--jobs 2]
+    python scripts/build_devset.py --out DEV [--n-clips 1000] [--seed 0] [--jobs 2] [--soundfont SF2] [--plain]
 
 Prerequisites (Debian; see docs/datasets/devset.md)::
 
@@ -18,7 +18,10 @@ What it writes into ``--out`` (which must be empty or absent)::
 Each clip is an excerpt of a real piece (whole bars, one time signature), played at a drawn tempo with tempo drift,
 micro-timing and velocity jitter, downbeat accents, a random transposition of up to 4 semitones, General MIDI
 instruments drawn per clip (and fitted to each part's register), and the synth's reverb and chorus drawn per
-clip; the audio is cut at a drawn length of 10-20 s and peak-normalised to a drawn level. The tags:
+clip; the audio is cut at a drawn length of 10-20 s and peak-normalised to a drawn level. ``--plain`` turns the
+performance and render variation off (no tempo drift, micro-timing, velocity jitter or accents; fixed articulation,
+channel volume, FluidSynth's default reverb and chorus, one level): with another ``--soundfont`` and ``--seed`` it
+makes a second set of another make to check a tuning against. The tags:
 
 - instrument: the GM families that play (piano, organ, harpsichord, guitar, strings, woodwinds, brass, choir);
   a multi-part clip is one family, or (30%) its top part on one family and the others on another;
@@ -84,6 +87,8 @@ MIXED_ENSEMBLE_PROBABILITY = 0.3
 MIN_NOTES_PER_CLIP = 8
 WINDOW_ATTEMPTS = 8               # excerpts tried per clip before the piece gives up on it
 SPLITS = (("train", 0.70), ("valid", 0.15), ("test", 0.15))
+PLAIN_LEGATO, PLAIN_VELOCITY, PLAIN_LEVEL = 0.9, 80.0, 0.7   # --plain: the fixed articulation, velocity, peak
+PLAIN_CONTROLS = (100, 40, 0)     # --plain: channel volume, reverb send, chorus send (General MIDI defaults)
 MIDI_TICKS_PER_SECOND = 1920      # 960 ticks per beat at MIDI's default 120 beats per minute
 FADE_OUT_SECONDS = 0.1
 FLUIDSYNTH_TIMEOUT_SECONDS = 120
@@ -305,8 +310,13 @@ class Clip:
     families: list[str] = field(default_factory=list)
 
 
-def draw_excerpt(music: Music, rng: np.random.Generator, *, segment: tuple[float, float]) -> Excerpt | None:
-    """Whole bars of one time signature lasting at least the drawn clip length, at a drawn tempo (None: no fit)."""
+def draw_excerpt(music: Music, rng: np.random.Generator, *, segment: tuple[float, float], plain: bool = False
+                 ) -> Excerpt | None:
+    """Whole bars of one time signature lasting at least the drawn clip length, at a drawn tempo (None: no fit).
+
+    ``plain``: no tempo drift. The drift is drawn anyway, so that the varied sets stay as they were, but a plain set
+    is not the varied set of the same seed rendered plainly: the bars' count changes the later draws.
+    """
     n_bars = len(music.bar_starts_ql)
     lo, hi = int(segment[0] * n_bars), max(int(segment[0] * n_bars) + 1, int(segment[1] * n_bars))
     first = int(rng.integers(lo, min(hi, n_bars))) if n_bars else 0
@@ -325,7 +335,7 @@ def draw_excerpt(music: Music, rng: np.random.Generator, *, segment: tuple[float
                 return None
             i = 0
         drift = float(np.clip(drift + rng.normal(0.0, TEMPO_DRIFT_STEP), -MAX_TEMPO_DRIFT, MAX_TEMPO_DRIFT))
-        seconds_per_ql = 60.0 / (bpm * (1.0 + drift) * beat_ql)
+        seconds_per_ql = 60.0 / (bpm * (1.0 + (0.0 if plain else drift)) * beat_ql)
         bars.append(i)
         starts.append(t_s)
         spq.append(seconds_per_ql)
@@ -383,8 +393,12 @@ def fit_program(family: str, median_pitch: float, rng: np.random.Generator) -> t
     return program, shift
 
 
-def perform(parts: list[np.ndarray], excerpt: Excerpt, rng: np.random.Generator, *, transpose: int) -> Clip:
-    """Instruments, octave placement, velocities, micro-timing and articulation for the excerpt's parts."""
+def perform(parts: list[np.ndarray], excerpt: Excerpt, rng: np.random.Generator, *, transpose: int,
+            plain: bool = False) -> Clip:
+    """Instruments, octave placement, velocities, micro-timing and articulation for the excerpt's parts.
+
+    ``plain``: the instruments only; fixed articulation and velocity, no accents, lead-in or micro-timing.
+    """
     active = [p for p in parts if len(p)]
     order = np.argsort([-np.median(p[:, 2]) for p in active], kind="stable")   # top part first
     active = [active[i] for i in order]
@@ -398,14 +412,17 @@ def perform(parts: list[np.ndarray], excerpt: Excerpt, rng: np.random.Generator,
     base_velocity = rng.uniform(55, 100)
     accent = rng.uniform(0, 14)
     lead_in_s = rng.uniform(0.0, 0.25)
+    if plain:
+        legato, base_velocity, accent, lead_in_s = PLAIN_LEGATO, PLAIN_VELOCITY, 0.0, 0.0
+    jitter = 0.0 if plain else 1.0
     clip = Clip()
     for k, (part, family) in enumerate(zip(active, families)):
         pitch = part[:, 2] + transpose
         program, shift = fit_program(family, float(np.median(pitch)), rng)
-        onset = part[:, 0] + lead_in_s + rng.normal(0.0, ONSET_JITTER_SECONDS, len(part))
+        onset = part[:, 0] + lead_in_s + jitter * rng.normal(0.0, ONSET_JITTER_SECONDS, len(part))
         on_downbeat = np.isin(np.round(part[:, 0], 6), np.round(excerpt.bar_starts_s, 6))
         melody_bonus = 6.0 if k == 0 and len(active) > 1 else 0.0
-        velocity = base_velocity + melody_bonus + accent * on_downbeat + rng.normal(0.0, 6.0, len(part))
+        velocity = base_velocity + melody_bonus + accent * on_downbeat + jitter * rng.normal(0.0, 6.0, len(part))
         notes = np.stack([np.maximum(onset, 0.0), np.maximum(part[:, 1] * legato, 0.05), pitch + shift,
                           np.clip(np.round(velocity), 1, 127)], axis=1)
         clip.notes.append(notes[(notes[:, 2] >= 12) & (notes[:, 2] <= 115)])
@@ -414,7 +431,7 @@ def perform(parts: list[np.ndarray], excerpt: Excerpt, rng: np.random.Generator,
     return clip
 
 
-def write_midi(clip: Clip, path: Path, rng: np.random.Generator, *, end_s: float) -> None:
+def write_midi(clip: Clip, path: Path, rng: np.random.Generator, *, end_s: float, plain: bool = False) -> None:
     import mido
 
     midi = mido.MidiFile(type=1, ticks_per_beat=MIDI_TICKS_PER_SECOND // 2)   # 120 bpm: 1 beat = 0.5 s
@@ -431,11 +448,13 @@ def write_midi(clip: Clip, path: Path, rng: np.random.Generator, *, end_s: float
             events.append((on, 1, mido.Message("note_on", channel=channel, note=int(pitch), velocity=int(velocity))))
             events.append((max(off, on + 1), 0, mido.Message("note_off", channel=channel, note=int(pitch))))
         events.sort(key=lambda e: (e[0], e[1]))
+        drawn = (int(rng.integers(85, 121)), int(rng.integers(10, 101)), int(rng.integers(0, 51)))
+        volume, reverb, chorus = PLAIN_CONTROLS if plain else drawn
         track = mido.MidiTrack([
             mido.Message("program_change", channel=channel, program=program, time=0),
-            mido.Message("control_change", channel=channel, control=7, value=int(rng.integers(85, 121)), time=0),
-            mido.Message("control_change", channel=channel, control=91, value=int(rng.integers(10, 101)), time=0),
-            mido.Message("control_change", channel=channel, control=93, value=int(rng.integers(0, 51)), time=0),
+            mido.Message("control_change", channel=channel, control=7, value=volume, time=0),
+            mido.Message("control_change", channel=channel, control=91, value=reverb, time=0),
+            mido.Message("control_change", channel=channel, control=93, value=chorus, time=0),
         ])
         now = 0
         for tick, _, message in events:
@@ -445,12 +464,14 @@ def write_midi(clip: Clip, path: Path, rng: np.random.Generator, *, end_s: float
     midi.save(str(path))
 
 
-def render(midi_path: Path, wav_path: Path, rng: np.random.Generator, *, fluidsynth: str, soundfont: str
-           ) -> dict[str, float]:
-    """FluidSynth renders the MIDI file offline at 22,050 Hz with drawn reverb and chorus settings."""
+def render(midi_path: Path, wav_path: Path, rng: np.random.Generator, *, fluidsynth: str, soundfont: str,
+           plain: bool = False) -> dict[str, float]:
+    """FluidSynth renders the MIDI file offline at 22,050 Hz with drawn reverb and chorus settings (its own: plain)."""
     synth = {"synth.reverb.room-size": rng.uniform(0.1, 0.9), "synth.reverb.damp": rng.uniform(0.0, 0.8),
              "synth.reverb.width": rng.uniform(0.2, 1.0), "synth.reverb.level": rng.uniform(0.2, 0.9),
              "synth.chorus.depth": rng.uniform(1.0, 12.0), "synth.chorus.level": rng.uniform(0.5, 3.0)}
+    if plain:
+        synth = {}
     options = [a for k, v in synth.items() for a in ("-o", f"{k}={v:.3f}")]
     command = [fluidsynth, "-ni", "-q", "-F", str(wav_path), "-T", "wav", "-O", "float", "-r", str(SAMPLE_RATE_HZ),
                "-g", "0.4", "-o", "synth.dynamic-sample-loading=1", *options, soundfont, str(midi_path)]
@@ -460,8 +481,8 @@ def render(midi_path: Path, wav_path: Path, rng: np.random.Generator, *, fluidsy
     return {k.removeprefix("synth."): round(v, 3) for k, v in synth.items()}
 
 
-def finish_audio(wav_path: Path, rng: np.random.Generator, *, duration_s: float) -> np.ndarray:
-    """Mono, cut at the clip length with a short fade-out, peak-normalised to a drawn level [n_samples]."""
+def finish_audio(wav_path: Path, rng: np.random.Generator, *, duration_s: float, plain: bool = False) -> np.ndarray:
+    """Mono, cut at the clip length with a short fade-out, peak-normalised to a drawn level (plain: one) [n_samples]."""
     y, sample_rate = sf.read(str(wav_path), dtype="float64", always_2d=True)
     if sample_rate != SAMPLE_RATE_HZ:
         raise RuntimeError(f"fluidsynth wrote {sample_rate} Hz, asked for {SAMPLE_RATE_HZ}")
@@ -473,7 +494,8 @@ def finish_audio(wav_path: Path, rng: np.random.Generator, *, duration_s: float)
     peak = np.abs(y).max()
     if not np.isfinite(peak) or peak < 1e-4:
         raise RuntimeError("rendered audio is silent")
-    return y * (rng.uniform(0.3, 0.9) / peak)
+    level = rng.uniform(0.3, 0.9)
+    return y * ((PLAIN_LEVEL if plain else level) / peak)
 
 
 # ------------------------------------------------------------------------------------------------ one piece (a job)
@@ -488,6 +510,7 @@ class Job:
     soundfont: str
     texture: str
     folder: str
+    plain: bool = False           # no performance or render variation (--plain)
 
 
 def render_piece(job: Job) -> tuple[list[dict], list[str]]:
@@ -514,7 +537,7 @@ def make_clip(job: Job, music: Music, rng: np.random.Generator, *, index: int, s
     segment = (index / job.n_clips, (index + 1) / job.n_clips)   # clips of one piece come from different places
     reason = "no excerpt in one tagged meter"
     for _ in range(WINDOW_ATTEMPTS):
-        excerpt = draw_excerpt(music, rng, segment=segment)
+        excerpt = draw_excerpt(music, rng, segment=segment, plain=job.plain)
         if excerpt is None:
             continue
         parts = excerpt_notes(music, excerpt)
@@ -535,13 +558,13 @@ def make_clip(job: Job, music: Music, rng: np.random.Generator, *, index: int, s
             reason = f"ambiguous key ({tonic} {mode}, r={correlation:.2f})"
             continue
         transpose = int(rng.integers(-MAX_TRANSPOSE_SEMITONES, MAX_TRANSPOSE_SEMITONES + 1))
-        clip = perform(active, excerpt, rng, transpose=transpose)
+        clip = perform(active, excerpt, rng, transpose=transpose, plain=job.plain)
         track_id = track_slug(f"{job.piece.piece_id}-{index}")
         midi_path, wav_path = scratch / f"{track_id}.mid", scratch / f"{track_id}.wav"
-        write_midi(clip, midi_path, rng, end_s=excerpt.duration_s)
-        synth = render(midi_path, wav_path, rng, fluidsynth=job.fluidsynth, soundfont=job.soundfont)
+        write_midi(clip, midi_path, rng, end_s=excerpt.duration_s, plain=job.plain)
+        synth = render(midi_path, wav_path, rng, fluidsynth=job.fluidsynth, soundfont=job.soundfont, plain=job.plain)
         try:
-            y = finish_audio(wav_path, rng, duration_s=excerpt.duration_s)
+            y = finish_audio(wav_path, rng, duration_s=excerpt.duration_s, plain=job.plain)
         except RuntimeError as error:
             reason = str(error)
             continue
@@ -627,7 +650,8 @@ def write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def build(*, out: Path, n_clips: int, seed: int, jobs: int, fluidsynth: str, soundfont: str) -> dict:
+def build(*, out: Path, n_clips: int, seed: int, jobs: int, fluidsynth: str, soundfont: str,
+          plain: bool = False) -> dict:
     """Build the dev set into ``out``; returns the manifest."""
     fluidsynth = check_prerequisites(fluidsynth, soundfont)
     if out.exists() and any(out.iterdir()):
@@ -651,7 +675,7 @@ def build(*, out: Path, n_clips: int, seed: int, jobs: int, fluidsynth: str, sou
             rank, piece = queues[tag].pop(0)
             k = min(per_piece, n_wanted)
             taken.append(Job(piece, k, (seed, COLLECTIONS.index(settings[tag]), rank), str(out), fluidsynth,
-                             soundfont, settings[tag].texture, settings[tag].folder))
+                             soundfont, settings[tag].texture, settings[tag].folder, plain))
             n_wanted -= k
         return taken
 
@@ -690,7 +714,7 @@ def build(*, out: Path, n_clips: int, seed: int, jobs: int, fluidsynth: str, sou
     counts = {name: Counter(t for r in rows if r["split"] == name for t in r["tags"].split(";")) for name, _ in SPLITS}
     manifest = {
         "builder_version": BUILDER_VERSION, "n_clips_asked": n_clips, "n_clips": len(rows), "seed": seed,
-        "sample_rate_hz": SAMPLE_RATE_HZ, "soundfont": soundfont, "tools": tool_versions(fluidsynth),
+        "sample_rate_hz": SAMPLE_RATE_HZ, "soundfont": soundfont, "plain": plain, "tools": tool_versions(fluidsynth),
         "clips_per_split": dict(Counter(r["split"] for r in rows)),
         "pieces_per_split": dict(Counter(split_of.values())),
         "tag_counts": {t: {name: counts[name][t] for name, _ in SPLITS} for tags in CATEGORY_TAGS.values()
@@ -710,10 +734,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="rendering processes")
     parser.add_argument("--fluidsynth", default="fluidsynth", help="the fluidsynth executable")
     parser.add_argument("--soundfont", default=DEFAULT_SOUNDFONT, help="a General MIDI .sf2 soundfont")
+    parser.add_argument("--plain", action="store_true",
+                        help="no performance or render variation (a second set of another make)")
     args = parser.parse_args(argv)
     try:
         manifest = build(out=args.out, n_clips=args.n_clips, seed=args.seed, jobs=args.jobs,
-                         fluidsynth=args.fluidsynth, soundfont=args.soundfont)
+                         fluidsynth=args.fluidsynth, soundfont=args.soundfont, plain=args.plain)
     except BuildError as error:
         print(f"build_devset: {error}", file=sys.stderr)
         return 2

@@ -63,6 +63,12 @@ def read_tags(root: Path) -> pd.DataFrame:
 
 
 def test_tags_categories_splits_and_audio_are_as_documented(devset):
+    check_as_documented(devset)
+    manifest = json.loads((devset / "devset_manifest.json").read_text())
+    assert manifest["n_clips"] == N_CLIPS and manifest["seed"] == 3 and manifest["plain"] is False
+
+
+def check_as_documented(devset: Path) -> None:
     table = read_tags(devset)
     assert list(table.columns) == ["track_id", "tags", "artist", "split"]
     assert len(table) == N_CLIPS and table["track_id"].is_unique
@@ -84,8 +90,6 @@ def test_tags_categories_splits_and_audio_are_as_documented(devset):
     assert set(table["split"]) == {"train", "valid", "test"}
     # every collection is represented, even at this size
     assert {t for tags in table["tags"] for t in tags.split(";") if category_of[t] == "collection"} == set(COMPOSERS)
-    manifest = json.loads((devset / "devset_manifest.json").read_text())
-    assert manifest["n_clips"] == N_CLIPS and manifest["seed"] == 3
 
 
 def test_imports_and_trains_with_data_folder(devset, tmp_path):
@@ -120,6 +124,22 @@ def test_same_seed_builds_the_same_set_whatever_the_number_of_processes(devset, 
     for name in ("tags.csv", "clips.csv", "tag_categories.csv"):
         assert (tmp_path / "again" / name).read_text() == (devset / name).read_text(), name
     assert audio_digest(tmp_path / "again") == audio_digest(devset)
+
+
+@pytest.mark.slow
+def test_plain_builds_a_set_without_the_render_variation(devset, tmp_path):
+    # --plain (the second set of another make, docs/datasets/devset.md): the same tags, categories and splits as
+    # documented, one level, FluidSynth's own reverb and chorus
+    build(tmp_path / "plain", "--plain")
+    check_as_documented(tmp_path / "plain")
+    clips = pd.read_csv(tmp_path / "plain" / "clips.csv", dtype=str)
+    assert (clips["synth"] == "{}").all()
+    assert (pd.read_csv(devset / "clips.csv", dtype=str)["synth"] != "{}").all()
+    peaks = [abs(sf.read(str(p))[0]).max() for p in (tmp_path / "plain" / "audio").rglob("*.flac")]
+    assert len(peaks) == N_CLIPS and max(abs(peak - 0.7) for peak in peaks) < 1e-4   # 16-bit rounding: 3e-5
+    varied = [abs(sf.read(str(p))[0]).max() for p in (devset / "audio").rglob("*.flac")]
+    assert max(varied) - min(varied) > 0.1   # the drawn levels: 0.3-0.9
+    assert json.loads((tmp_path / "plain" / "devset_manifest.json").read_text())["plain"] is True
 
 
 def test_refuses_a_non_empty_output_folder(tmp_path):
