@@ -132,6 +132,37 @@ def test_other_weights_or_layer_compute_their_own_cache(features_run, small_root
 
 
 @needs_weights
+def test_also_layers_fills_the_other_layers_caches_in_the_same_pass(features_run, small_root, tmp_path, monkeypatch):
+    folder = small_root / "prepared" / "all_layers"   # a cache folder of its own: this pass computes every track
+    run_task(_overrides(small_root, "model=features", "song_features.cache_dir=all_layers",
+                        "song_features.also_layers=[pooled,taggram]"), tmp_path / "first")
+    caches = {}
+    for layer, dim in (("penultimate", 200), ("pooled", 1506), ("taggram", 50)):
+        with np.load(folder / f"MTT_musicnn.{layer}.npz") as cache:
+            caches[layer] = dict(zip(cache["track_ids"].tolist(), cache["values"]))
+            assert json.loads(str(cache["manifest"]))["params"]["layer"] == layer
+        assert len(caches[layer]) == 60 and next(iter(caches[layer].values())).shape == (dim,), layer
+    with np.load(small_root / "prepared" / CACHE) as alone:   # the same vectors as a pass for penultimate alone
+        for track_id, values in zip(alone["track_ids"].tolist(), alone["values"]):
+            np.testing.assert_allclose(caches["penultimate"][track_id], values, rtol=0, atol=1e-6)
+    dataset = PreparedDataset.load(small_root / "prepared")
+    y = load_audio(dataset.tracks.at[5, "audio_path"], sample_rate=16000)
+    with torch.no_grad():
+        direct = load_pretrained("MTT_musicnn")(patches(MusicnnFrontend()(torch.from_numpy(y))))
+    for layer in ("pooled", "taggram"):
+        np.testing.assert_allclose(caches[layer][dataset.track_ids[5]], direct[layer].mean(dim=0).numpy(), rtol=0,
+                                   atol=1e-5)
+    # a later run on another layer reads its cache: no second pass over the audio
+    _no_computing(monkeypatch)
+    run_task(_overrides(small_root, "model=features", "song_features.cache_dir=all_layers",
+                        "song_features.layer=pooled"), tmp_path / "pooled")
+    assert json.loads((tmp_path / "pooled" / REPORT_FILE).read_text())["n_features"] == 1506
+    with pytest.raises(Exception) as raised:
+        run_task(_overrides(small_root, "model=features", "song_features.also_layers=[pool5]"), tmp_path / "bad")
+    assert isinstance(user_error(raised.value), ConfigError) and "'pool5'" in str(user_error(raised.value))
+
+
+@needs_weights
 def test_musicnn_probe_reports_the_metrics_of_every_baseline_from_the_shared_cache(features_run, small_root, tmp_path,
                                                                                    monkeypatch):
     _no_computing(monkeypatch)  # song_features=musicnn filled the cache the probe reads

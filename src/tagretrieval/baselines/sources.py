@@ -16,6 +16,7 @@ MusicnnSource          a pretrained musicnn network's frozen embeddings, cached 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features
 from tagretrieval.audio.handcrafted import HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
 from tagretrieval.data.pretrained_features import cache_path, pretrained_features
-from tagretrieval.pretrained.embedder import MusicnnEmbedder, pretrained_model
+from tagretrieval.pretrained.embedder import MusicnnEmbedder, check_layer, pretrained_model
 
 
 def _all_valid(values: np.ndarray, prefix: str, description: str) -> FeatureMatrix:
@@ -118,16 +119,20 @@ class MusicnnSource:
             :data:`tagretrieval.pretrained.embedder.LAYERS` of the architecture.
         batch_size: patches per forward pass; device: ``"cpu"`` or ``"cuda"``.
         cache_dir: the caches' folder inside the prepared folder; save_every: rewrite it after this many new tracks.
+        also_layers: other layers whose caches the same pass over the audio fills.
     """
 
     def __init__(self, *, weights: str, architecture: str, layer: str, batch_size: int, device: str, cache_dir: str,
-                 save_every: int) -> None:
+                 save_every: int, also_layers: Sequence[str] = ()) -> None:
         self.embedder = MusicnnEmbedder(model=pretrained_model(weights=weights, architecture=architecture),
                                         layer=layer, batch_size=batch_size, device=device)
         self.cache_dir, self.save_every = cache_dir, save_every
+        self.also_layers = [str(layer) for layer in also_layers]
+        for other in self.also_layers:
+            check_layer(self.embedder.model, other)
 
     def matrix(self, dataset: PreparedDataset, *, frontend: MelFrontend | None = None,
                progress: bool = False) -> FeatureMatrix:
         return pretrained_features(dataset, self.embedder, path=cache_path(dataset, self.embedder,
                                                                            cache_dir=self.cache_dir),
-                                   save_every=self.save_every, progress=progress)
+                                   save_every=self.save_every, progress=progress, also_layers=self.also_layers)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from tagretrieval.data.feature_cache import FeatureMatrix, handcrafted_features
 from tagretrieval.data.pretrained_features import cache_path as musicnn_cache_path, pretrained_features
 from tagretrieval.audio.handcrafted import LEVELS, HandcraftedExtractor
 from tagretrieval.data.prepared import PreparedDataset
-from tagretrieval.pretrained.embedder import MusicnnEmbedder, pretrained_model
+from tagretrieval.pretrained.embedder import MusicnnEmbedder, check_layer, pretrained_model
 from tagretrieval.runtime.errors import ConfigError, DataError
 from tagretrieval.runtime.files import atomic_write_json
 
@@ -112,15 +113,19 @@ class MusicnnSongFeatures:
         cache_dir: the caches' folder inside the prepared folder.
         save_every: rewrite the cache after this many new tracks.
         max_skipped_fraction: more tracks without a vector than this fraction of the dataset is an error.
+        also_layers: other layers whose caches the same pass over the audio fills (cheap later runs on them).
     """
 
     def __init__(self, *, weights: str, architecture: str, layer: str, batch_size: int, device: str, cache_dir: str,
-                 save_every: int, max_skipped_fraction: float) -> None:
+                 save_every: int, max_skipped_fraction: float, also_layers: Sequence[str] = ()) -> None:
         if not 0.0 <= max_skipped_fraction <= 1.0:
             raise ConfigError(f"song_features.max_skipped_fraction must be in [0, 1], got {max_skipped_fraction}")
         self.embedder = MusicnnEmbedder(model=pretrained_model(weights=weights, architecture=architecture),
                                         layer=layer, batch_size=batch_size, device=device)
         self.cache_dir, self.save_every, self.max_skipped_fraction = cache_dir, save_every, max_skipped_fraction
+        self.also_layers = [str(layer) for layer in also_layers]
+        for other in self.also_layers:
+            check_layer(self.embedder.model, other)
 
     def has_cache(self, dataset: PreparedDataset) -> bool:
         """As :meth:`HandcraftedSongFeatures.has_cache`, for the network's cache."""
@@ -132,7 +137,7 @@ class MusicnnSongFeatures:
         _check_audio(dataset, "musicnn")
         path = musicnn_cache_path(dataset, self.embedder, cache_dir=self.cache_dir)
         matrix = pretrained_features(dataset, self.embedder, path=path, save_every=self.save_every, progress=progress,
-                                     compute=not read_only)
+                                     compute=not read_only, also_layers=self.also_layers)
         embedder = self.embedder
         return attach_matrix(dataset, matrix, source="musicnn", what=f"{embedder.model} {embedder.layer} values",
                              details={"model": embedder.model, "layer": embedder.layer, "params": embedder.params()},

@@ -86,6 +86,13 @@ class MusicnnEmbedder:
         self._network = None
         self._dim: int | None = None
 
+    def with_layer(self, layer: str) -> "MusicnnEmbedder":
+        """The same network giving ``layer`` (ConfigError if its architecture lacks it); the network is read now
+        (MusicnnMissingError without the wheel) and shared, not read twice."""
+        other = MusicnnEmbedder(model=self.model, layer=layer, batch_size=self.batch_size, device=self.device)
+        other._network = self.network
+        return other
+
     @property
     def network(self) -> torch.nn.Module:
         if self._network is None:
