@@ -171,3 +171,43 @@ def test_main_trains_on_a_mixed_folder(folder, tmp_path):
     assert built["_target_"] == "tagretrieval.models.AcousticModel"
     assert metrics["n_songs"] > 0 and metrics["per_tag"]
     assert set(metrics["per_tag"]) | set(metrics["skipped_tags"]) == {"happy", "jazz", "rock", "sad"}
+
+
+def _with_untagged(folder):
+    """The folder plus four tracks listed with empty tags (t24-t27, each of its own artist's group)."""
+    table = pd.read_csv(folder / "tags.csv", dtype=str, keep_default_na=False)
+    for i in range(24, 28):
+        write_tone(folder / "audio" / f"t{i}.wav", sample_rate=22050, channels=1, freq_hz=900 + 20 * i)
+    extra = pd.DataFrame({"track_id": [f"t{i}" for i in range(24, 28)], "tags": "", "artist": [f"u{i}" for i in
+                                                                                                range(4)]})
+    pd.concat([table, extra]).to_csv(folder / "tags.csv", index=False)
+    return {f"t{i}" for i in range(24, 28)}
+
+
+def test_untagged_rows_are_skipped_or_kept_as_negatives(folder, frontend, tmp_path, caplog):
+    import logging
+
+    from conftest import read_metrics, run_task
+
+    untagged = _with_untagged(folder)
+    importer(folder).prepare(frontend=frontend, progress=False)
+    report = json.loads((folder / "prepared" / "prepare_report.json").read_text())
+    assert set(report["skipped"]["no tags"]) == untagged
+    assert "keep_untagged" in json.dumps(report["skipped"]["no tags"])   # the skip says how to keep them
+
+    with caplog.at_level(logging.INFO, logger="tagretrieval"):
+        run_task(["data=folder", f"data.root={folder}", "data.max_skipped_fraction=0.5", "data.keep_untagged=true",
+                  "experiment=smoke", "progress=false", "logger=none"], tmp_path / "run")
+    dataset = PreparedDataset.load(folder / "prepared")
+    assert dataset.source["keep_untagged"] is True and untagged <= set(dataset.track_ids)
+    rows = [dataset.track_ids.index(t) for t in sorted(untagged)]
+    assert not dataset.labels[rows].any() and dataset.labels.sum(axis=1)[
+        [i for i, t in enumerate(dataset.track_ids) if t not in untagged]].min() > 0
+    report = json.loads((folder / "prepared" / "prepare_report.json").read_text())
+    assert "no tags" not in report["skipped"] and any("kept as negatives" in n for n in report["notes"])
+    # the untagged test songs are scored (as negatives of every tag); the untagged training songs go into batches
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["n_songs"] == len(dataset.split_indices("test"))
+    n_train = int(dataset.tracks.loc[rows, "split"].eq("train").sum())
+    log = caplog.text
+    assert n_train >= 1 and f"{n_train} untagged training song" in log   # the split (seed 0) puts some in train

@@ -10,6 +10,11 @@ Expected layout of ``root``::
 
 ``split`` accepts train / valid (also val, validation) / test. Without it an artist-disjoint split is drawn
 (seeded) that keeps every tag in every split where possible; without ``artist`` every track is its own artist.
+
+A row whose tags are empty (or keep no tag after ``tag_categories.csv`` and ``min_tag_count``) is skipped as
+``no tags``, unless ``keep_untagged``: then the track is imported as a negative of every tag (the training batches
+append such songs as negatives, the evaluation counts them as negatives, as MTAT's protocol does with its untagged
+clips). An audio file without a row is never imported: no row says nothing about its tags.
 """
 
 from __future__ import annotations
@@ -126,6 +131,7 @@ class FolderImporter(Importer):
         max_skipped_fraction: float = 0.1,
         num_workers: int = 0,
         cache_dtype: str = "float32",
+        keep_untagged: bool = False,
     ) -> None:
         super().__init__(root=root, prepared_dir=prepared_dir, name=name, max_skipped_fraction=max_skipped_fraction,
                          num_workers=num_workers, cache_dtype=cache_dtype, min_seconds=min_seconds)
@@ -135,6 +141,7 @@ class FolderImporter(Importer):
         self.split_seed = split_seed
         self.min_positives_per_split = min_positives_per_split
         self.max_split_draws = max_split_draws
+        self.keep_untagged = bool(keep_untagged)
 
     def song_inputs(self) -> frozenset[str]:
         """Audio, and CF vectors when ``root/cf_vectors.npz`` exists."""
@@ -145,6 +152,8 @@ class FolderImporter(Importer):
             "lowercase_tags": self.lowercase_tags, "min_tag_count": self.min_tag_count,
             "split_fractions": list(self.split_fractions), "split_seed": self.split_seed,
             "min_positives_per_split": self.min_positives_per_split, "min_seconds": self.min_seconds,
+            # only when set, so that the folders prepared before the option existed stay current
+            **({"keep_untagged": True} if self.keep_untagged else {}),
         }
 
     def read(self, report: PrepareReport, *, frontend: MelFrontend, progress: bool) -> Imported:
@@ -169,7 +178,8 @@ class FolderImporter(Importer):
                 report.skip("missing audio", track_id, "listed in tags.csv, no file under audio/")
                 keep[i] = False
         for track_id in sorted(set(audio) - set(table["track_id"])):
-            report.skip("audio without tags", track_id, str(audio[track_id]))
+            report.skip("audio without tags", track_id, f"{audio[track_id]} has no row in tags.csv (a row with empty "
+                        "tags and data.keep_untagged=true imports it as a negative)")
         table = table[keep].reset_index(drop=True)
 
         cf = self._read_cf(table, report)
@@ -216,8 +226,16 @@ class FolderImporter(Importer):
             for tag in sorted({t for t in categories if t not in counts}):
                 report.note(f"tag '{tag}' of tag_categories.csv has no track")
         tags = sorted(t for t, c in counts.items() if c >= self.min_tag_count)
-        table, labels, (cf,) = drop_untagged(table, multi_hot(table["tags"], tags), report,
-                                             detail="no known tag left after filtering", arrays=(cf,))
+        labels = multi_hot(table["tags"], tags)
+        untagged = ~labels.any(axis=1)
+        if not self.keep_untagged:
+            table, labels, (cf,) = drop_untagged(table, labels, report, detail="no known tag left after filtering "
+                                                 "(data.keep_untagged=true keeps it as a negative)", arrays=(cf,))
+        elif untagged.all():
+            raise DataError(f"{self.name}: no track of {self.root / 'tags.csv'} keeps a tag: nothing to learn")
+        elif untagged.any():
+            report.note(f"{int(untagged.sum())} track(s) carry none of the {len(tags)} tags; kept as negatives of "
+                        "every tag (data.keep_untagged=true)")
         if len(table) == 0:
             raise DataError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
         table["split"] = self._splits(table, labels, report)
