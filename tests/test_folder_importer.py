@@ -184,7 +184,7 @@ def _with_untagged(folder):
     return {f"t{i}" for i in range(24, 28)}
 
 
-def test_untagged_rows_are_skipped_or_kept_as_negatives(folder, frontend, tmp_path, caplog):
+def test_untagged_rows_are_skipped_or_kept_as_negatives(folder, frontend, tmp_path, caplog, monkeypatch):
     import logging
 
     from conftest import read_metrics, run_task
@@ -211,3 +211,16 @@ def test_untagged_rows_are_skipped_or_kept_as_negatives(folder, frontend, tmp_pa
     n_train = int(dataset.tracks.loc[rows, "split"].eq("train").sum())
     log = caplog.text
     assert n_train >= 1 and f"{n_train} untagged training song" in log   # the split (seed 0) puts some in train
+    # loss=infonce scores them too: its softmax runs over the pairs' songs and the untagged ones after them
+    from tagretrieval.training.losses import InfoNCELoss
+
+    shapes, forward = [], InfoNCELoss.forward
+
+    def recording(self, anchor, songs, positive_mask):
+        shapes.append((len(anchor), len(songs)))
+        return forward(self, anchor, songs, positive_mask)
+
+    monkeypatch.setattr(InfoNCELoss, "forward", recording)
+    run_task(["data=folder", f"data.root={folder}", "data.max_skipped_fraction=0.5", "data.keep_untagged=true",
+              "loss=infonce", "experiment=smoke", "progress=false", "logger=none"], tmp_path / "infonce")
+    assert shapes and all(n_songs > n_pairs for n_pairs, n_songs in shapes)

@@ -81,6 +81,19 @@ def test_info_nce_equals_naive_loop_with_masked_positives():
     assert float(loss(anchor, songs, eye)) == pytest.approx(naive_info_nce(anchor, songs, eye, 0.2), rel=1e-5)
 
 
+def test_info_nce_scores_the_batch_untagged_songs_as_negatives_of_every_anchor():
+    generator = torch.Generator().manual_seed(1)
+    anchor, songs = torch.randn(7, 5, generator=generator), torch.randn(10, 5, generator=generator)
+    positive_mask = torch.rand(7, 10, generator=generator) < 0.3
+    positive_mask[:, 7:] = False   # songs 7-9: untagged, after the 7 pairs' songs
+    loss = InfoNCELoss(temperature=0.2)
+    assert float(loss(anchor, songs, positive_mask)) == pytest.approx(
+        naive_info_nce(anchor, songs, positive_mask, 0.2), rel=1e-5)
+    # an untagged song next to every anchor raises the loss: it is in every row's denominator
+    near = torch.cat([songs[:7], anchor.mean(dim=0, keepdim=True).expand(3, 5)])
+    assert float(loss(anchor, near, positive_mask)) > float(loss(anchor, songs[:7], positive_mask[:, :7]))
+
+
 def test_info_nce_masking_other_positives_removes_them_from_the_denominator():
     # anchor 0's tag is also carried by song 1, which is closer to it than its own song 0
     anchor = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -100,6 +113,8 @@ def test_info_nce_masking_other_positives_removes_them_from_the_denominator():
 def test_info_nce_rejects_bad_mask():
     with pytest.raises(ValueError, match=r"positive_mask must be a bool tensor \[3, 3\]"):
         InfoNCELoss()(torch.randn(3, 4), torch.randn(3, 4), torch.eye(3))
+    with pytest.raises(ValueError, match=r"songs \[B >= P, dim\]"):
+        InfoNCELoss()(torch.randn(3, 4), torch.randn(2, 4), torch.eye(3, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="temperature"):
         InfoNCELoss(temperature=0.0)
 

@@ -78,6 +78,7 @@ class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.training.losse
     ``loss_i = -log softmax_j(cos(a_i, s_j) / temperature)[i]``, where song ``i`` is the positive and the
     softmax runs over song ``i`` plus the songs that do NOT carry tag ``i``: other songs that also carry
     it (``positive_mask[i, j]``, ``j != i``) are not negatives, so they are left out of the denominator.
+    The batch's songs may go on after the ``P`` pairs' (its untagged songs): those are negatives of every row.
 
     Args:
         temperature: softmax temperature on cosine logits (> 0).
@@ -99,21 +100,22 @@ class InfoNCELoss(SpecMixin, nn.Module, spec_target="tagretrieval.training.losse
         """Scalar loss, averaged over the anchors.
 
         Args:
-            anchor: tag embeddings ``Tensor[B, D]``; row ``i`` is the tag paired with song ``i``.
-            songs: song embeddings ``Tensor[B, D]``.
-            positive_mask: ``Tensor[B, B]`` bool, ``[i, j]`` True when song ``j`` carries tag ``i``
+            anchor: tag embeddings ``Tensor[P, D]``; row ``i`` is the tag paired with song ``i``.
+            songs: song embeddings ``Tensor[B, D]``, ``B >= P``: the pairs' songs first.
+            positive_mask: ``Tensor[P, B]`` bool, ``[i, j]`` True when song ``j`` carries tag ``i``
                 (the diagonal is ignored: song ``i`` is always the positive of row ``i``).
         """
-        _check_pair("songs", anchor, songs)
-        batch = anchor.shape[0]
-        if positive_mask.shape != (batch, batch) or positive_mask.dtype != torch.bool:
-            raise ValueError(
-                f"positive_mask must be a bool tensor [{batch}, {batch}], got {positive_mask.dtype} {list(positive_mask.shape)}"
-            )
+        if anchor.dim() != 2 or songs.dim() != 2 or songs.shape[1] != anchor.shape[1] or len(songs) < len(anchor):
+            raise ValueError(f"anchor must be [P, dim] and songs [B >= P, dim], got {list(anchor.shape)} and "
+                             f"{list(songs.shape)}")
+        n_pairs, batch = anchor.shape[0], songs.shape[0]
+        if positive_mask.shape != (n_pairs, batch) or positive_mask.dtype != torch.bool:
+            raise ValueError(f"positive_mask must be a bool tensor [{n_pairs}, {batch}], got {positive_mask.dtype} "
+                             f"{list(positive_mask.shape)}")
         logits = F.normalize(anchor, dim=-1) @ F.normalize(songs, dim=-1).T / self.temperature
-        diagonal = torch.eye(batch, dtype=torch.bool, device=positive_mask.device)
+        diagonal = torch.eye(n_pairs, batch, dtype=torch.bool, device=positive_mask.device)
         logits = logits.masked_fill(positive_mask & ~diagonal, float("-inf"))
-        return F.cross_entropy(logits, torch.arange(batch, device=logits.device))
+        return F.cross_entropy(logits, torch.arange(n_pairs, device=logits.device))
 
 
 class MultiLabelLoss(SpecMixin, nn.Module, spec_target="tagretrieval.training.losses.MultiLabelLoss"):

@@ -248,7 +248,7 @@ class TagRetrievalModule(L.LightningModule):
                     count = valid.sum()
                     self._valid_triplets = count if self._valid_triplets is None else self._valid_triplets + count
                 else:
-                    loss = self.loss(anchors, songs[:len(tag)], positive[:, :len(tag)])  # square [P, P]
+                    loss = self.loss(anchors, songs, positive)  # [P, B]: the untagged songs are negatives
         # two keys, as Lightning names one logged on_step and on_epoch: the step value is this rank's (sync_dist on an
         # on_step value all-reduces it at every step), the epoch mean is averaged over all DDP ranks once, at the
         # epoch's end. No host sync per step either: the step value is not on the progress bar (reading it there
