@@ -97,9 +97,16 @@ def test_training_starts_from_the_shipped_weights_keeps_them_frozen_then_moves_t
     assert not torch.equal(model.backbone.dense.weight, shipped["dense.weight"])
 
 
-def test_main_trains_and_tests_model_musicnn_in_bf16_with_its_own_mels(tmp_path, smoke_overrides):
+def test_main_trains_and_tests_model_musicnn_in_bf16_with_its_own_mels(tmp_path, smoke_overrides, caplog):
     """fp32 training is the Trainer.fit test above; through main.py the bf16-mixed path (the slower one on CPU)."""
-    run_task([*smoke_overrides, *FAST, "trainer.precision=bf16-mixed"], tmp_path)
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="tagretrieval.tasks"):
+        run_task([*smoke_overrides, *FAST, "trainer.precision=bf16-mixed"], tmp_path)
+    # the printed recipe names the backbone and its crops, and no CNN it does not have
+    block = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe ("))
+    assert "musicnn, MTT_musicnn penultimate (backbone lr x0.1, frozen for 1 epoch(s))" in block
+    assert "1 crop(s) of 187 frames (of the model's own front end)" in block and "CNN channels" not in block
     metrics = read_metrics(tmp_path)
     assert 0.0 < metrics["macro"]["roc_auc"] <= 1.0 and np.isfinite(metrics["macro"]["pr_auc"])
     root = Path(next(arg.split("=", 1)[1] for arg in smoke_overrides if arg.startswith("data.root=")))

@@ -486,21 +486,27 @@ def resolve_recipe(cfg: DictConfig, dataset: PreparedDataset, *, model: str | No
                      f"{len(dataset.split_indices(metric_keys.TEST)):,} songs (train / valid / test), "
                      f"{len(dataset.tags)} tags"),
             ("device", f"{device} x {processes}, precision {cfg.trainer.get('precision')}")]
+    network = cfg.get("model") if model is not None else cfg.get("baseline")
     if model is not None:
-        rows += [("model", f"{model}, pooling {cfg.chunk_pooling}"), ("tag encoder", _settings(cfg.tag_encoder)),
-                 ("loss", _settings(cfg.loss))]
+        backbone = (f", {network.pretrained} {network.layer} (backbone lr x{network.backbone_lr_scale:g}, frozen for "
+                    f"{network.frozen_epochs} epoch(s))" if "pretrained" in network else "")
+        rows += [("model", f"{model}{backbone}, pooling {cfg.chunk_pooling}"),
+                 ("tag encoder", _settings(cfg.tag_encoder)), ("loss", _settings(cfg.loss))]
     else:
         rows.append(("baseline", _settings(cfg.baseline) + auto.get("crops", "")))
     train_rows = dataset.split_indices(metric_keys.TRAIN)
     n_untagged = int((~np.asarray(dataset.labels[train_rows]).any(axis=1)).sum())
     per_batch = untagged_per_batch(batch_size=int(cfg.sampler.batch_size), n_untagged=n_untagged, n_songs=n_train)
-    rows += [("CNN channels", f"{list(cfg.cnn_channels)}{auto.get('cnn', '')}"),
-             ("sampling", f"{str(cfg.sampler._target_).rsplit('.', 1)[-1]}, batch {cfg.sampler.batch_size}, "
+    if network is not None and "cnn_channels" in network:   # not for the features, CF and pretrained models
+        rows.append(("CNN channels", f"{list(cfg.cnn_channels)}{auto.get('cnn', '')}"))
+    rows += [("sampling", f"{str(cfg.sampler._target_).rsplit('.', 1)[-1]}, batch {cfg.sampler.batch_size}, "
                           f"{cfg.sampler.pairs_per_epoch:,} pairs per epoch{auto.get('pairs', '')}"
                           + (f"; {n_untagged:,} untagged training songs used as negatives"
                              + (f" (+{per_batch} per batch)" if per_batch else "") if model is not None else ""))]
     if model is not None:
-        rows += [("context", f"{cfg.train_chunks} crop(s) of {cfg.chunk_frames} frames per training song; "
+        frames = network.get("chunk_frames", cfg.chunk_frames)
+        own = "" if frames == cfg.chunk_frames else " (of the model's own front end)"
+        rows += [("context", f"{cfg.train_chunks} crop(s) of {frames} frames{own} per training song; "
                              f"{cfg.n_eval_chunks} chunks per test song, {cfg.validation.n_chunks} per valid song"),
                  ("augment", _settings(cfg.augment)), ("optimizer", _settings(cfg.optimizer)),
                  ("schedule", _settings(cfg.scheduler))]
