@@ -136,9 +136,9 @@ def test_documented_command(args, tmp_path, smoke_overrides, synthetic_root, req
             table = pd.read_csv(out / "feature_importances.csv")
             assert sorted(table["feature"]) == sorted(feature_names(level=level, n_mfcc=20))
             assert table["rank"].tolist() == list(range(1, len(table) + 1))
-    if source == "musicnn":  # MTT_musicnn's penultimate layer, from the cache in the prepared folder
-        assert summary["n_features"] == 200
-        assert (synthetic_root / "prepared" / "musicnn_features" / "MTT_musicnn.penultimate.npz").exists()
+    if source == "musicnn":  # MTT_musicnn's pooled layer (the default), from the cache in the prepared folder
+        assert summary["n_features"] == 1506
+        assert (synthetic_root / "prepared" / "musicnn_features" / "MTT_musicnn.pooled.npz").exists()
     if name in ("probe", "musicnn_probe"):
         knn = json.loads((out / "knn.json").read_text())
         assert 0.0 <= knn["test_jaccard"] <= 1.0 and knn["n_test_songs"] == metrics["n_songs"]

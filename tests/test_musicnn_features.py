@@ -38,7 +38,7 @@ needs_weights = pytest.mark.skipif(MISSING, reason=f"the musicnn weights are not
 
 # 60 songs of 3.2 s (one 3-s patch each): musicnn takes ~0.1 s a patch on one busy CPU core
 SMALL = ["data.n_songs=60", "data.n_artists=30", "data.n_users=60", "data.clip_seconds=3.2", "data.cf_dim=8"]
-CACHE = Path("musicnn_features") / "MTT_musicnn.penultimate.npz"
+CACHE = Path("musicnn_features") / "MTT_musicnn.pooled.npz"   # the default layer
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +75,14 @@ def _no_computing(monkeypatch) -> None:
 @needs_weights
 def test_musicnn_embeddings_train_model_features_and_are_the_mean_over_patches(features_run, small_root):
     report = json.loads((features_run / REPORT_FILE).read_text())
-    assert report["source"] == "musicnn" and report["model"] == "MTT_musicnn" and report["layer"] == "penultimate"
-    assert report["n_features"] == 200 and report["n_skipped"] == 0 and report["n_tracks"] == 60
+    assert report["source"] == "musicnn" and report["model"] == "MTT_musicnn" and report["layer"] == "pooled"
+    assert report["n_features"] == 1506 and report["n_skipped"] == 0 and report["n_tracks"] == 60
     module = load_module(features_run / "checkpoints" / "best.ckpt")
     assert module.hparams["model"]["_target_"] == "tagretrieval.models.features.FeaturesModel"
-    assert module.hparams["model"]["n_features"] == 200
+    assert module.hparams["model"]["n_features"] == 1506
     assert np.isfinite(list(read_metrics(features_run)["macro"].values())).all()
 
-    # a track's cached vector is the network's penultimate layer averaged over its audio's 3-s patches at 16 kHz
+    # a track's cached vector is the network's pooled layer (the default) averaged over its audio's 3-s patches at 16 kHz
     with np.load(small_root / "prepared" / CACHE) as cache:
         ids, values = cache["track_ids"].tolist(), cache["values"]
         manifest = json.loads(str(cache["manifest"]))
@@ -93,7 +93,7 @@ def test_musicnn_embeddings_train_model_features_and_are_the_mean_over_patches(f
     assert 187 * 256 <= len(y) < 2 * 187 * 256  # one whole patch: the mean is over the patches actually cut
     network = load_pretrained("MTT_musicnn")
     with torch.no_grad():
-        direct = network(patches(MusicnnFrontend()(torch.from_numpy(y))))["penultimate"].mean(dim=0).numpy()
+        direct = network(patches(MusicnnFrontend()(torch.from_numpy(y))))["pooled"].mean(dim=0).numpy()
     np.testing.assert_allclose(values[3], direct, rtol=0, atol=1e-5)
 
 
@@ -105,7 +105,7 @@ def test_fused_and_features_train_in_bf16_on_the_cached_embeddings(features_run,
     for model in ("fused", "features"):
         run_task(_overrides(small_root, f"model={model}", "trainer.precision=bf16-mixed"), tmp_path / model)
         module = load_module(tmp_path / model / "checkpoints" / "best.ckpt")
-        assert module.hparams["model"]["n_features"] == 200
+        assert module.hparams["model"]["n_features"] == 1506
         metrics = read_metrics(tmp_path / model)
         assert set(metrics["macro"]) == _metric_names(small_root)
         assert np.isfinite(list(metrics["macro"].values())).all()
@@ -117,16 +117,17 @@ def test_other_weights_or_layer_compute_their_own_cache(features_run, small_root
     mtt = small_root / "prepared" / CACHE
     written = mtt.stat().st_mtime_ns
     run_task(_overrides(small_root, "model=features", "song_features.weights=MSD"), tmp_path / "msd")
-    msd = small_root / "prepared" / "musicnn_features" / "MSD_musicnn.penultimate.npz"
+    msd = small_root / "prepared" / "musicnn_features" / "MSD_musicnn.pooled.npz"
     assert msd.exists() and mtt.stat().st_mtime_ns == written
     with np.load(mtt) as a, np.load(msd) as b:
-        assert a["values"].shape == b["values"].shape == (60, 200)
+        assert a["values"].shape == b["values"].shape == (60, 1506)
         assert not np.allclose(a["values"], b["values"], atol=1e-3)  # other weights, other embeddings
     report = json.loads((tmp_path / "msd" / REPORT_FILE).read_text())
     assert report["model"] == "MSD_musicnn" and report["cache"] == str(msd)
     # the VGG model's pooled features; a layer the architecture lacks is refused, naming the ones it has
     with pytest.raises(Exception) as raised:  # Hydra's InstantiationException around it (main.py unwraps it)
-        run_task(_overrides(small_root, "model=features", "song_features.architecture=vgg"), tmp_path / "bad")
+        run_task(_overrides(small_root, "model=features", "song_features.architecture=vgg",
+                            "song_features.layer=penultimate"), tmp_path / "bad")
     assert isinstance(user_error(raised.value), ConfigError)
     assert "expected one of ['pooled', 'taggram']" in str(user_error(raised.value))
 
@@ -135,28 +136,28 @@ def test_other_weights_or_layer_compute_their_own_cache(features_run, small_root
 def test_also_layers_fills_the_other_layers_caches_in_the_same_pass(features_run, small_root, tmp_path, monkeypatch):
     folder = small_root / "prepared" / "all_layers"   # a cache folder of its own: this pass computes every track
     run_task(_overrides(small_root, "model=features", "song_features.cache_dir=all_layers",
-                        "song_features.also_layers=[pooled,taggram]"), tmp_path / "first")
+                        "song_features.also_layers=[penultimate,taggram]"), tmp_path / "first")
     caches = {}
     for layer, dim in (("penultimate", 200), ("pooled", 1506), ("taggram", 50)):
         with np.load(folder / f"MTT_musicnn.{layer}.npz") as cache:
             caches[layer] = dict(zip(cache["track_ids"].tolist(), cache["values"]))
             assert json.loads(str(cache["manifest"]))["params"]["layer"] == layer
         assert len(caches[layer]) == 60 and next(iter(caches[layer].values())).shape == (dim,), layer
-    with np.load(small_root / "prepared" / CACHE) as alone:   # the same vectors as a pass for penultimate alone
+    with np.load(small_root / "prepared" / CACHE) as alone:   # the same vectors as a pass for pooled alone
         for track_id, values in zip(alone["track_ids"].tolist(), alone["values"]):
-            np.testing.assert_allclose(caches["penultimate"][track_id], values, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(caches["pooled"][track_id], values, rtol=0, atol=1e-6)
     dataset = PreparedDataset.load(small_root / "prepared")
     y = load_audio(dataset.tracks.at[5, "audio_path"], sample_rate=16000)
     with torch.no_grad():
         direct = load_pretrained("MTT_musicnn")(patches(MusicnnFrontend()(torch.from_numpy(y))))
-    for layer in ("pooled", "taggram"):
+    for layer in ("penultimate", "taggram"):
         np.testing.assert_allclose(caches[layer][dataset.track_ids[5]], direct[layer].mean(dim=0).numpy(), rtol=0,
                                    atol=1e-5)
     # a later run on another layer reads its cache: no second pass over the audio
     _no_computing(monkeypatch)
     run_task(_overrides(small_root, "model=features", "song_features.cache_dir=all_layers",
-                        "song_features.layer=pooled"), tmp_path / "pooled")
-    assert json.loads((tmp_path / "pooled" / REPORT_FILE).read_text())["n_features"] == 1506
+                        "song_features.layer=penultimate"), tmp_path / "penultimate")
+    assert json.loads((tmp_path / "penultimate" / REPORT_FILE).read_text())["n_features"] == 200
     with pytest.raises(Exception) as raised:
         run_task(_overrides(small_root, "model=features", "song_features.also_layers=[pool5]"), tmp_path / "bad")
     assert isinstance(user_error(raised.value), ConfigError) and "'pool5'" in str(user_error(raised.value))
@@ -173,7 +174,7 @@ def test_musicnn_probe_reports_the_metrics_of_every_baseline_from_the_shared_cac
     assert set(metrics["macro"]) == _metric_names(small_root)
     assert metrics["macro"] == pytest.approx(results.macro)
     summary = json.loads((tmp_path / "baseline" / "summary.json").read_text())
-    assert summary["n_features"] == 200 and "MTT_musicnn penultimate" in summary["source"]
+    assert summary["n_features"] == 1506 and "MTT_musicnn pooled" in summary["source"]
     assert summary["probe"].startswith("LogisticRegression")
 
 
@@ -245,6 +246,22 @@ def test_the_overlap_warning_is_printed_at_start(tmp_path):
 
 
 @needs_weights
+def test_model_auto_keeps_acoustic_and_names_the_pretrained_option(tmp_path, caplog):
+    import logging
+
+    folder = tmp_path / "mine"   # audio only: model=auto chooses acoustic
+    for i in range(12):
+        _write_clip(folder / "audio" / f"c{i}.wav", 2.0, seed=i % 3)
+    (folder / "tags.csv").write_text("track_id,tags,split\n" + "".join(
+        f"c{i},{'low' if i % 3 == 0 else 'high'},{['train', 'train', 'valid', 'test'][i % 4]}\n" for i in range(12)))
+    with caplog.at_level(logging.INFO, logger="tagretrieval.tasks"):
+        run_task(["data=folder", f"data.root={folder}", "experiment=smoke", "progress=false", "logger=none",
+                  "trainer.max_epochs=1"], tmp_path / "run")
+    line = next(r.getMessage() for r in caplog.records if "model=auto chose" in r.getMessage())
+    assert "chose acoustic" in line and "model=features song_features=musicnn tied or beat it" in line
+
+
+@needs_weights
 def test_without_the_wheel_the_error_names_the_install_command(small_root, tmp_path, monkeypatch):
     prepared = tmp_path / "prepared"
     shutil.copytree(small_root / "prepared", prepared, ignore=shutil.ignore_patterns("musicnn_features"))
@@ -263,5 +280,5 @@ def test_ddp_on_two_cpu_processes_trains_on_the_cached_embeddings(features_run, 
                      "trainer.accelerator=cpu", "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'ddp'}"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_metrics(tmp_path / "ddp")["n_songs"] == read_metrics(features_run)["n_songs"]
-    assert load_module(tmp_path / "ddp" / "checkpoints" / "best.ckpt").hparams["model"]["n_features"] == 200
+    assert load_module(tmp_path / "ddp" / "checkpoints" / "best.ckpt").hparams["model"]["n_features"] == 1506
     assert cache.stat().st_mtime_ns == written

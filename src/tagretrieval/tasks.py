@@ -25,6 +25,7 @@ from tagretrieval.evaluation import metric_keys
 
 from tagretrieval.pretrained import overlapping_dataset
 from tagretrieval.pretrained.embedder import pretrained_model
+from tagretrieval.pretrained.weights import weights_installed
 from tagretrieval.runtime import preflight
 from tagretrieval.audio import MelFrontend, MelStore
 from tagretrieval.audio.cache import open_for_prepare, prepare_mels
@@ -205,6 +206,10 @@ def build_model(cfg: DictConfig, dataset: PreparedDataset, *, announced: str | N
 
 # --- model=auto and the check of model=: which model fits which data (tagretrieval.models.choice) ------------
 AUTO_CHOICES = "choices"  # conf/model/auto.yaml: the candidate configs, by name
+# measured on two dev sets (docs/pretrained.md, "Measured"): a tie on one, +0.013 ROC-AUC on the other, a fraction of
+# the CPU time; not enough to switch model=auto, worth saying when the weights are there
+PRETRAINED_HINT = ("; the musicnn weights are installed: model=features song_features=musicnn tied or beat it on "
+                   "both dev sets (docs/pretrained.md)")
 
 
 def model_config(cfg: DictConfig, inputs: frozenset[str], *, dataset: str,
@@ -221,8 +226,8 @@ def model_config(cfg: DictConfig, inputs: frozenset[str], *, dataset: str,
         if name is None:
             raise ConfigError(f"model=auto: dataset {dataset} holds {describe(inputs)}, which no model reads")
         if announce:
-            log.info("model=auto chose %s: dataset %s holds %s; model=NAME chooses another", name, dataset,
-                     describe(inputs))
+            log.info("model=auto chose %s: dataset %s holds %s; model=NAME chooses another%s", name, dataset,
+                     describe(inputs), PRETRAINED_HINT if name == "acoustic" and weights_installed() else "")
         shared = {key: value for key, value in node.items() if key != AUTO_CHOICES and value is not None}
         return name, node[AUTO_CHOICES][name], shared
     name = model_name(node._target_)

@@ -61,6 +61,11 @@ def _check_model(model: str) -> dict:
     return MODELS[model]
 
 
+def weights_installed() -> bool:
+    """Whether the ``musicnn`` package (the weights) is installed, without importing it."""
+    return importlib.util.find_spec("musicnn") is not None
+
+
 def checkpoint_prefix(model: str) -> str:
     """The TF checkpoint prefix of ``model`` inside the installed ``musicnn`` package (the folder, with a ``/``).
 
