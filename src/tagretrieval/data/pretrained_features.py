@@ -99,9 +99,9 @@ def pretrained_features(dataset: PreparedDataset, embedder: MusicnnEmbedder, *, 
     names = embedder.names
     cache = read_cache(path, params=params, names=names, what=f"{embedder.model} feature cache")
     skipped, todo = cache_todo(dataset, cache, compute=compute)
-    extra = [_LayerCache(embedder, layer, path.with_name(f"{embedder.model}.{layer}.npz"))
-             for layer in dict.fromkeys(also_layers) if layer != embedder.layer] if todo else []
     if todo:
+        extra = [_LayerCache(embedder, layer, path.with_name(f"{embedder.model}.{layer}.npz"))
+                 for layer in dict.fromkeys(also_layers) if layer != embedder.layer]
         log.info("%s %s embeddings: %d of %d tracks to compute (%d cached in %s), on %s", embedder.model,
                  embedder.layer, len(todo), len(paths), len(paths) - len(todo) - len(no_audio), path,
                  embedder.device)

@@ -227,15 +227,16 @@ class FolderImporter(Importer):
                 report.note(f"tag '{tag}' of tag_categories.csv has no track")
         tags = sorted(t for t, c in counts.items() if c >= self.min_tag_count)
         labels = multi_hot(table["tags"], tags)
-        untagged = ~labels.any(axis=1)
         if not self.keep_untagged:
             table, labels, (cf,) = drop_untagged(table, labels, report, detail="no known tag left after filtering "
                                                  "(data.keep_untagged=true keeps it as a negative)", arrays=(cf,))
-        elif untagged.all():
-            raise DataError(f"{self.name}: no track of {self.root / 'tags.csv'} keeps a tag: nothing to learn")
-        elif untagged.any():
-            report.note(f"{int(untagged.sum())} track(s) carry none of the {len(tags)} tags; kept as negatives of "
-                        "every tag (data.keep_untagged=true)")
+        else:
+            n_untagged = int((~labels.any(axis=1)).sum())
+            if n_untagged == len(table):
+                raise DataError(f"{self.name}: no track of {self.root / 'tags.csv'} keeps a tag: nothing to learn")
+            if n_untagged:
+                report.note(f"{n_untagged} track(s) carry none of the {len(tags)} tags; kept as negatives of every "
+                            "tag (data.keep_untagged=true)")
         if len(table) == 0:
             raise DataError(f"{self.name}: no track left to import from {self.root}; {report.counts}")
         table["split"] = self._splits(table, labels, report)
